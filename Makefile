@@ -1,0 +1,68 @@
+# edgeship: every target installs what it needs first, so a fresh clone needs no other step.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+EDGESHIP := $(VENV)/bin/edgeship
+STAMP := $(VENV)/.edgeship-installed
+AGENT_VENV := .venv-agent
+AGENT_STAMP := $(AGENT_VENV)/.edgeship-installed
+DEB_PACKAGES := dataset-fashion-mnist openssh-server openssh-client
+PROFILE ?= default
+TARGET ?= local
+PYTEST_ARGS ?=
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: setup system-packages agent-venv build deploy profile doctor rollback test bench clean
+
+setup: $(STAMP)
+
+# Debian packages: installed when we are root, otherwise the exact command is printed.
+system-packages:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+	  echo "edgeship: these Debian packages are missing:$$missing"; \
+	  echo "edgeship: install them with: sudo apt-get update && sudo apt-get install -y$$missing"; \
+	fi
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory system-packages
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	@touch $@
+
+# A device-like Python: numpy 1.x and tflite-runtime 2.14, no TensorFlow (as on Raspberry Pi OS).
+agent-venv: $(AGENT_STAMP)
+$(AGENT_STAMP):
+	$(PYTHON) -m venv $(AGENT_VENV)
+	$(AGENT_VENV)/bin/pip install -q 'numpy<2' 'tflite-runtime==2.14.0'
+	@touch $@
+
+build: setup
+	$(EDGESHIP) build --profile $(PROFILE)
+
+deploy: setup
+	$(EDGESHIP) deploy $(TARGET)
+
+profile: setup
+	$(EDGESHIP) profile $(TARGET)
+
+doctor: setup
+	$(EDGESHIP) doctor $(TARGET)
+
+rollback: setup
+	$(EDGESHIP) rollback $(TARGET)
+
+test: setup agent-venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup agent-venv
+	$(PY) -m pipeline.bench
+
+clean:
+	rm -rf results

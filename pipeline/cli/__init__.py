@@ -1,0 +1,48 @@
+"""The ``edgeship`` command line. It only builds configs and calls the library.
+
+Every ``EdgeshipError`` becomes a one-paragraph message on stderr and a non-zero exit; anything else
+is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from pipeline import __version__
+from pipeline.errors import EdgeshipError
+
+
+class EdgeshipGroup(click.Group):
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except EdgeshipError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.secho("interrupted: nothing half-written was kept; rerun to continue from the cache.", fg="yellow", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=EdgeshipGroup)
+@click.version_option(__version__, prog_name="edgeship")
+@click.option("-v", "--verbose", count=True, help="More diagnostics on stderr (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """Distil, prune, quantize and package models for edge devices; deploy and measure them."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _register() -> None:
+    from pipeline.cli import build as _build  # noqa: F401  (registers commands)
+
+    try:
+        from pipeline.cli import deploy as _deploy  # noqa: F401
+    except ImportError:  # pragma: no cover - during development only
+        pass
+
+
+_register()

@@ -1,0 +1,61 @@
+"""Load a YAML file into a pydantic model, turning every failure into a one-paragraph error.
+
+The message names the file and the dotted key, which is what a user needs to fix a typo.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Type, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from pipeline.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_yaml(path: Path, what: str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file {path} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{what} file {path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} file {path} cannot be read: {exc}.") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} file {path} must contain a YAML mapping at the top level, not {type(data).__name__}.")
+    return data
+
+
+def describe_validation_error(exc: ValidationError, source: str) -> str:
+    """One readable sentence per problem, each naming its dotted key."""
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{key}' (check the spelling)")
+        elif err["type"] == "missing":
+            parts.append(f"missing required key '{key}'")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            parts.append(f"key '{key}': {msg} (got {err.get('input')!r})")
+    return f"{source} is invalid: " + "; ".join(parts) + "."
+
+
+def validate(model: Type[M], data: dict[str, Any], source: str) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, source)) from None
+
+
+def load_model(model: Type[M], path: Path, what: str) -> M:
+    return validate(model, read_yaml(path, what), f"{what} file {path}")

@@ -1,0 +1,157 @@
+"""The build profile: a YAML recipe saying what to build and how good it must be.
+
+Every section forbids unknown keys, so a misspelled key is an error that names it, rather than a
+silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pipeline.config.loader import load_model
+from pipeline.errors import ConfigError
+from pipeline.paths import builtin_profiles_dir
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(Strict):
+    """Where the images come from and how they are split."""
+
+    source: Literal["fashion-mnist", "idx", "image-folder"] = "fashion-mnist"
+    path: Optional[str] = Field(None, description="directory for idx and image-folder sources")
+    max_train: Optional[int] = Field(None, gt=0, description="use only this many training images")
+    max_test: Optional[int] = Field(None, gt=0, description="use only this many test images")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="image-folder only: share held out for test")
+    validation_fraction: float = Field(0.1, gt=0, lt=1)
+    calibration_count: int = Field(500, gt=0, description="images set aside for int8 calibration")
+    eval_count: int = Field(500, gt=0, description="labelled test images shipped in the bundle")
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> "DatasetConfig":
+        if self.source != "fashion-mnist" and not self.path:
+            raise ValueError(f"source '{self.source}' needs dataset.path")
+        return self
+
+
+class PreprocessingConfig(Strict):
+    """Applied identically on the host and, from the manifest, on the device."""
+
+    height: int = Field(28, gt=0)
+    width: int = Field(28, gt=0)
+    channels: Literal[1, 3] = 1
+    scale: float = Field(1.0 / 255.0, gt=0)
+    mean: float = 0.0
+    std: float = Field(1.0, gt=0)
+
+
+class TrainingConfig(Strict):
+    epochs: int = Field(10, gt=0)
+    batch_size: int = Field(128, gt=0)
+    learning_rate: float = Field(2e-3, gt=0)
+    augment: bool = Field(True, description="random shifts and horizontal flips")
+
+
+class TeacherConfig(Strict):
+    kind: Literal["resnet", "keras-file"] = "resnet"
+    path: Optional[str] = Field(None, description="a .keras model file when kind is keras-file")
+    base_width: int = Field(32, gt=0)
+    blocks_per_stage: tuple[int, ...] = (2, 2, 2)
+    training: TrainingConfig = TrainingConfig()
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> "TeacherConfig":
+        if self.kind == "keras-file" and not self.path:
+            raise ValueError("teacher kind 'keras-file' needs teacher.path")
+        return self
+
+
+class StudentConfig(Strict):
+    family: Literal["mobilenet_v1", "mobilenet_v2", "squeezenet"] = "mobilenet_v2"
+    width_multiplier: float = Field(1.0, gt=0, le=4)
+    training: TrainingConfig = TrainingConfig()
+
+
+class DistillationConfig(Strict):
+    """Hinton KD: loss = alpha*CE(labels) + (1-alpha)*T^2*KL(teacher_T || student_T)."""
+
+    enabled: bool = True
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.1, ge=0, le=1)
+    scratch_baseline: bool = Field(True, description="also train the student without a teacher")
+
+
+QuantMode = Literal["float32", "float16", "dynamic", "int8"]
+
+
+class QuantizationConfig(Strict):
+    modes: tuple[QuantMode, ...] = ("float32", "float16", "dynamic", "int8")
+    ship: QuantMode = "int8"
+    calibration_samples: int = Field(300, description="representative images for int8 calibration")
+    int8_io: bool = Field(True, description="int8 model input/output; false keeps float I/O")
+
+    @field_validator("calibration_samples")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("int8 calibration needs at least 1 sample")
+        return value
+
+    @model_validator(mode="after")
+    def _ship_built(self) -> "QuantizationConfig":
+        if not self.modes:
+            raise ValueError("quantization.modes is empty")
+        if self.ship not in self.modes:
+            raise ValueError(f"ship mode '{self.ship}' is not among modes {list(self.modes)}")
+        return self
+
+
+class AcceptanceConfig(Strict):
+    """Thresholds the shipped model must meet; a build that misses them warns loudly."""
+
+    min_accuracy: Optional[float] = Field(None, ge=0, le=1)
+    max_tflite_kb: Optional[float] = Field(None, gt=0)
+    max_parameters: Optional[int] = Field(None, gt=0)
+
+
+class BuildProfile(Strict):
+    name: str
+    description: str = ""
+    seed: int = 1234
+    dataset: DatasetConfig = DatasetConfig()
+    preprocessing: PreprocessingConfig = PreprocessingConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    student: StudentConfig = StudentConfig()
+    distillation: DistillationConfig = DistillationConfig()
+    quantization: QuantizationConfig = QuantizationConfig()
+    acceptance: AcceptanceConfig = AcceptanceConfig()
+
+    @model_validator(mode="after")
+    def _calibration_fits(self) -> "BuildProfile":
+        if self.quantization.calibration_samples > self.dataset.calibration_count:
+            raise ValueError(
+                f"quantization.calibration_samples ({self.quantization.calibration_samples}) exceeds "
+                f"dataset.calibration_count ({self.dataset.calibration_count})"
+            )
+        return self
+
+
+def resolve_profile_path(name_or_path: str) -> Path:
+    """Accept ``quick``, ``quick.yaml`` or a path, so ``make build PROFILE=quick`` just works."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.parent != Path("."):
+        return candidate
+    builtin = builtin_profiles_dir() / f"{name_or_path}.yaml"
+    if builtin.is_file():
+        return builtin
+    known = sorted(p.stem for p in builtin_profiles_dir().glob("*.yaml"))
+    raise ConfigError(f"No build profile named '{name_or_path}'. Known profiles: {', '.join(known)}; or pass a path to a YAML file.")
+
+
+def load_profile(name_or_path: str | Path) -> BuildProfile:
+    return load_model(BuildProfile, resolve_profile_path(str(name_or_path)), "Build profile")
