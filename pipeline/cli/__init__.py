@@ -7,6 +7,7 @@ is a bug and keeps its traceback.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -32,6 +33,7 @@ class EdgeshipGroup(click.Group):
 @click.option("-v", "--verbose", count=True, help="More diagnostics on stderr (-v info, -vv debug).")
 def main(verbose: int) -> None:
     """Distil, prune, quantize and package models for edge devices; deploy and measure them."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 

@@ -1,0 +1,39 @@
+"""``edgeship build`` and ``edgeship stage``: run a build profile, all of it or up to one stage."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline.cli import main
+
+
+def _run(profile: str, until: str | None) -> None:
+    from rich.console import Console
+
+    from pipeline.build import build_profile
+    from pipeline.progress import RichProgress
+    from pipeline.reports.build_table import build_table
+
+    console = Console()
+    result = build_profile(profile, progress=RichProgress(), until=until)
+    console.print(build_table(result))
+    if result.bundle_dir is not None:
+        console.print(f"bundle: {result.bundle_dir} ({result.bundle_dir.name}.tar.gz beside it)")
+    for warning in result.warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+    console.print(f"wall time {result.wall_seconds:.1f}s")
+
+
+@main.command()
+@click.option("--profile", "-p", default="default", show_default=True, help="Profile name in profiles/ or a path to a YAML file.")
+def build(profile: str) -> None:
+    """Build a profile: data, teacher, distill, quantize, evaluate, package (cached)."""
+    _run(profile, None)
+
+
+@main.command()
+@click.argument("name", type=click.Choice(["data", "teacher", "distill", "quantize", "evaluate", "package"]))
+@click.option("--profile", "-p", default="default", show_default=True, help="Profile name in profiles/ or a path to a YAML file.")
+def stage(name: str, profile: str) -> None:
+    """Run one stage of a profile (its upstream stages come from the cache or run first)."""
+    _run(profile, name)

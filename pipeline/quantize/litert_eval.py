@@ -1,0 +1,54 @@
+"""Run a .tflite model on the host with ai-edge-litert, exactly as the device will."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.progress import NullProgress, Progress
+
+
+def load_interpreter(model_bytes: bytes, threads: int = 2):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model_bytes, num_threads=threads)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def quantize_input(images: np.ndarray, detail: dict) -> np.ndarray:
+    """Map preprocessed float images onto the input tensor's dtype (int8/uint8 use scale, zero point)."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind == "f":
+        return images.astype(dtype)
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(images / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def dequantize_output(values: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if np.dtype(detail["dtype"]).kind == "f" or scale == 0:
+        return values.astype(np.float32)
+    return (values.astype(np.float32) - zero_point) * scale
+
+
+def predict(model_bytes: bytes, images: np.ndarray, batch_size: int = 256, progress: Progress = NullProgress(), label: str = "evaluating") -> np.ndarray:
+    """Float logits for preprocessed ``images``, run in batches by resizing the input tensor."""
+    interpreter = load_interpreter(model_bytes)
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    batch_size = max(1, min(batch_size, len(images)))
+    interpreter.resize_tensor_input(inp["index"], [batch_size, *images.shape[1:]])
+    interpreter.allocate_tensors()
+    results = []
+    with progress.task(label, total=len(images)) as advance:
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            real = len(chunk)
+            if real < batch_size:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - real, axis=0)])
+            interpreter.set_tensor(inp["index"], quantize_input(chunk, inp))
+            interpreter.invoke()
+            results.append(dequantize_output(interpreter.get_tensor(out["index"]), out)[:real])
+            advance(real)
+    return np.concatenate(results)

@@ -1,0 +1,129 @@
+"""Stages, recipe ids and the content-addressed artifact cache.
+
+A stage's recipe id is the sha256 of canonical JSON of {stage name, stage version, config, input
+artifact ids}. Its outputs live in ``results/cache/<stage>/<recipe id>/`` and are written through
+``atomic_directory``: a directory there with a ``meta.json`` is complete by construction, so a
+killed run leaves nothing a later run could mistake for a finished artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Optional
+
+from pydantic import BaseModel
+
+from pipeline.fsutil import atomic_directory, canonical_json, sha256_bytes
+from pipeline.paths import cache_dir
+from pipeline.progress import NullProgress, Progress
+
+log = logging.getLogger(__name__)
+
+META = "meta.json"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A finished stage output: a directory in the cache plus what the stage recorded about it."""
+
+    stage: str
+    recipe_id: str
+    path: Path
+    meta: Mapping[str, Any]
+    cached: bool = False
+
+    @property
+    def metrics(self) -> Mapping[str, Any]:
+        return self.meta.get("metrics", {})
+
+    @property
+    def seconds(self) -> float:
+        return float(self.meta.get("seconds", 0.0))
+
+
+@dataclass
+class RunContext:
+    """What every stage run shares: where the cache is and who is watching."""
+
+    progress: Progress = field(default_factory=NullProgress)
+    cache_root: Optional[Path] = None
+
+    @property
+    def root(self) -> Path:
+        return self.cache_root or cache_dir()
+
+
+class Stage(ABC):
+    """One step of the pipeline. Subclasses set ``name``, ``version`` and implement ``run``.
+
+    Bump ``version`` whenever the code changes what a stage produces, so old cache entries stop
+    matching instead of being silently reused.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[int]
+    inputs: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: BaseModel | Mapping[str, Any]) -> None:
+        self.config = config
+
+    def config_json(self) -> Any:
+        if isinstance(self.config, BaseModel):
+            return self.config.model_dump(mode="json")
+        return dict(self.config)
+
+    def recipe_id(self, inputs: Mapping[str, Artifact]) -> str:
+        missing = set(self.inputs) - set(inputs)
+        if missing:
+            raise ValueError(f"stage {self.name} is missing inputs {sorted(missing)}")
+        recipe = {
+            "stage": self.name,
+            "version": self.version,
+            "config": self.config_json(),
+            "inputs": {key: inputs[key].recipe_id for key in sorted(self.inputs)},
+        }
+        return sha256_bytes(canonical_json(recipe).encode("utf-8"))
+
+    @abstractmethod
+    def run(self, inputs: Mapping[str, Artifact], out: Path, ctx: RunContext) -> dict[str, Any]:
+        """Write outputs into ``out`` and return metrics to record in meta.json."""
+
+
+def load_artifact(stage: str, recipe_id: str, root: Path) -> Optional[Artifact]:
+    path = root / stage / recipe_id
+    try:
+        meta = json.loads((path / META).read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
+    return Artifact(stage=stage, recipe_id=recipe_id, path=path, meta=meta, cached=True)
+
+
+def run_stage(stage: Stage, inputs: Mapping[str, Artifact], ctx: RunContext) -> Artifact:
+    """Return the cached artifact for this recipe, or run the stage and cache its outputs."""
+    recipe_id = stage.recipe_id(inputs)
+    hit = load_artifact(stage.name, recipe_id, ctx.root)
+    if hit is not None:
+        log.info("%s: cache hit %s", stage.name, recipe_id[:12])
+        return hit
+    final = ctx.root / stage.name / recipe_id
+    log.info("%s: running recipe %s", stage.name, recipe_id[:12])
+    started = time.perf_counter()
+    with atomic_directory(final) as tmp:
+        metrics = stage.run(inputs, tmp, ctx)
+        meta = {
+            "stage": stage.name,
+            "version": stage.version,
+            "recipe_id": recipe_id,
+            "config": stage.config_json(),
+            "inputs": {key: inputs[key].recipe_id for key in stage.inputs},
+            "metrics": metrics,
+            "seconds": round(time.perf_counter() - started, 3),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    return Artifact(stage=stage.name, recipe_id=recipe_id, path=final, meta=meta, cached=False)

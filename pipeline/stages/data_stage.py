@@ -1,0 +1,67 @@
+"""Stage ``data``: load the dataset once, split it deterministically, store raw uint8 arrays."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from pipeline.config.profile import DatasetConfig, PreprocessingConfig, Strict
+from pipeline.stages.base import Artifact, RunContext, Stage
+
+SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_calib", "x_test", "y_test")
+
+
+class DataStageConfig(Strict):
+    dataset: DatasetConfig
+    preprocessing: PreprocessingConfig
+    seed: int
+
+
+class DataStage(Stage):
+    name = "data"
+    version = 1
+
+    def run(self, inputs: Mapping[str, Artifact], out: Path, ctx: RunContext) -> dict[str, Any]:
+        from pipeline.data.source import load_dataset
+
+        cfg: DataStageConfig = self.config  # type: ignore[assignment]
+        with ctx.progress.task("loading dataset", total=None):
+            dataset = load_dataset(cfg.dataset, cfg.preprocessing, cfg.seed)
+        for name in SPLITS:
+            np.save(out / f"{name}.npy", getattr(dataset, name), allow_pickle=False)
+        (out / "classes.json").write_text(json.dumps(list(dataset.class_names)), encoding="utf-8")
+        return {
+            "source": cfg.dataset.source,
+            "source_sha256": dataset.source_sha256,
+            "classes": len(dataset.class_names),
+            "counts": {name: int(len(getattr(dataset, name))) for name in SPLITS if name.startswith("x_")},
+        }
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Read access to a finished data artifact, with the model-input transform applied on demand."""
+
+    artifact: Artifact
+    preprocessing: PreprocessingConfig
+
+    def raw(self, name: str) -> np.ndarray:
+        return np.load(self.artifact.path / f"{name}.npy", allow_pickle=False)
+
+    def model_input(self, name: str) -> np.ndarray:
+        from pipeline.data.preprocessing import apply_preprocessing
+
+        return apply_preprocessing(self.raw(name), self.preprocessing)
+
+    @property
+    def class_names(self) -> list[str]:
+        return json.loads((self.artifact.path / "classes.json").read_text(encoding="utf-8"))
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        p = self.preprocessing
+        return (p.height, p.width, p.channels)

@@ -1,0 +1,81 @@
+"""Stage ``distill``: train the compact student, with the teacher's soft targets or without.
+
+The scratch baseline is this same stage with ``distillation: null`` and no teacher input, so it
+gets exactly the same architecture, data, augmentation and epoch budget as the distilled student.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from pipeline.config.profile import DistillationConfig, PreprocessingConfig, Strict, StudentConfig
+from pipeline.stages.base import Artifact, RunContext, Stage
+from pipeline.stages.data_stage import Splits
+
+MODEL_FILE = "student.keras"
+
+
+class StudentStageConfig(Strict):
+    student: StudentConfig
+    preprocessing: PreprocessingConfig
+    distillation: Optional[DistillationConfig]
+    seed: int
+
+
+class StudentStage(Stage):
+    name = "distill"
+    version = 1
+
+    def __init__(self, config: StudentStageConfig) -> None:
+        super().__init__(config)
+        # An instance attribute on purpose: the recipe id must include the teacher only when used.
+        self.inputs = ("data", "teacher") if config.distillation is not None else ("data",)
+
+    @property
+    def label(self) -> str:
+        return "distilled student" if self.config.distillation is not None else "scratch student"
+
+    def run(self, inputs: Mapping[str, Artifact], out: Path, ctx: RunContext) -> dict[str, Any]:
+        from pipeline.models.cost import count_macs, count_parameters
+        from pipeline.models.registry import build_student
+        from pipeline.training.fit import predict_logits, train_classifier
+
+        cfg: StudentStageConfig = self.config  # type: ignore[assignment]
+        data = Splits(inputs["data"], cfg.preprocessing)
+        classes = len(data.class_names)
+        model = build_student(cfg.student.family, data.input_shape, classes, cfg.student.width_multiplier)
+        kd: dict[str, Any] = {}
+        if cfg.distillation is not None:
+            teacher = inputs["teacher"].path
+            kd = dict(
+                teacher_logits=np.load(teacher / "logits_train.npy"),
+                teacher_logits_flipped=np.load(teacher / "logits_train_flipped.npy"),
+                temperature=cfg.distillation.temperature,
+                alpha=cfg.distillation.alpha,
+            )
+        metrics = train_classifier(
+            model, data.model_input("x_train"), data.raw("y_train"), classes, cfg.student.training,
+            seed=cfg.seed, label=self.label, x_val=data.model_input("x_val"), y_val=data.raw("y_val"),
+            progress=ctx.progress, **kd,
+        )
+        test_logits = predict_logits(model, data.model_input("x_test"))
+        np.save(out / "test_logits.npy", test_logits)
+        model.save(out / MODEL_FILE)
+        metrics.update(
+            model=model.name,
+            family=cfg.student.family,
+            width_multiplier=cfg.student.width_multiplier,
+            parameters=count_parameters(model),
+            macs=count_macs(model),
+            test_accuracy=float(np.mean(test_logits.argmax(1) == data.raw("y_test"))),
+        )
+        return metrics
+
+
+def load_student(artifact: Artifact):
+    import keras
+
+    return keras.models.load_model(artifact.path / MODEL_FILE, compile=False)

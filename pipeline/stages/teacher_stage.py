@@ -1,0 +1,67 @@
+"""Stage ``teacher``: train (or load) the teacher and cache its logits once.
+
+Logits are stored for every training image as-is and mirrored, so distillation can use flips and
+still look up exact soft targets instead of re-running the teacher every epoch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from pipeline.config.profile import PreprocessingConfig, Strict, TeacherConfig
+from pipeline.stages.base import Artifact, RunContext, Stage
+from pipeline.stages.data_stage import Splits
+
+MODEL_FILE = "teacher.keras"
+
+
+class TeacherStageConfig(Strict):
+    teacher: TeacherConfig
+    preprocessing: PreprocessingConfig
+    seed: int
+    keras_file_sha256: str | None = None  # content of a user-supplied teacher, so edits invalidate the cache
+
+
+class TeacherStage(Stage):
+    name = "teacher"
+    version = 1
+    inputs = ("data",)
+
+    def run(self, inputs: Mapping[str, Artifact], out: Path, ctx: RunContext) -> dict[str, Any]:
+        from pipeline.models.cost import count_macs, count_parameters
+        from pipeline.models.teacher import build_resnet_teacher, load_keras_teacher
+        from pipeline.training.fit import predict_logits, train_classifier
+
+        cfg: TeacherStageConfig = self.config  # type: ignore[assignment]
+        data = Splits(inputs["data"], cfg.preprocessing)
+        classes = len(data.class_names)
+        x_train = data.model_input("x_train")
+        y_train = data.raw("y_train")
+        metrics: dict[str, Any] = {}
+        if cfg.teacher.kind == "keras-file":
+            model = load_keras_teacher(Path(cfg.teacher.path), data.input_shape, classes)
+            metrics["source"] = cfg.teacher.path
+        else:
+            model = build_resnet_teacher(data.input_shape, classes, cfg.teacher.base_width, tuple(cfg.teacher.blocks_per_stage))
+            metrics.update(
+                train_classifier(
+                    model, x_train, y_train, classes, cfg.teacher.training,
+                    seed=cfg.seed, label="teacher", shift=2,
+                    x_val=data.model_input("x_val"), y_val=data.raw("y_val"), progress=ctx.progress,
+                )
+            )
+        with ctx.progress.task("caching teacher logits", total=None):
+            np.save(out / "logits_train.npy", predict_logits(model, x_train))
+            np.save(out / "logits_train_flipped.npy", predict_logits(model, x_train[:, :, ::-1]))
+            test_logits = predict_logits(model, data.model_input("x_test"))
+        model.save(out / MODEL_FILE)
+        metrics.update(
+            model=model.name,
+            parameters=count_parameters(model),
+            macs=count_macs(model),
+            test_accuracy=float(np.mean(test_logits.argmax(1) == data.raw("y_test"))),
+        )
+        return metrics

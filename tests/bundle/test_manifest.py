@@ -1,0 +1,94 @@
+"""The bundle contract: content-addressed ids and verification that refuses tampering."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from pipeline.bundle.manifest import compute_bundle_id, hash_files, make_tarball, verify_bundle
+from pipeline.errors import BundleError
+
+
+def copy_bundle(bundle: Path, tmp_path: Path) -> Path:
+    target = tmp_path / bundle.name
+    shutil.copytree(bundle, target)
+    return target
+
+
+def test_manifest_matches_contract(tiny_bundle_int8: Path) -> None:
+    manifest = verify_bundle(tiny_bundle_int8)
+    assert manifest["bundle_id"] == tiny_bundle_int8.name == compute_bundle_id(hash_files(tiny_bundle_int8))
+    assert len(manifest["bundle_id"]) == 16
+    assert set(manifest["files"]) == {"model.tflite", "labels.txt", "eval/images.npy", "eval/labels.npy", "eval/host_predictions.npy"}
+    model = manifest["model"]
+    assert model["quantization"] == "int8" and model["bytes"] == (tiny_bundle_int8 / "model.tflite").stat().st_size
+    assert model["inputs"][0]["dtype"] == "int8" and model["inputs"][0]["scale"] > 0
+    assert manifest["preprocessing"]["layout"] == "NHWC"
+    assert manifest["eval"]["count"] == 24
+
+
+def test_bundle_id_depends_on_contents_not_on_creation_time(tiny_bundle_int8: Path, tmp_path: Path) -> None:
+    import time
+
+    import numpy as np
+
+    from pipeline.bundle.writer import write_bundle
+
+    manifest = verify_bundle(tiny_bundle_int8)
+
+    def rewrite(root: Path, labels: list[str]) -> Path:
+        return write_bundle(
+            bundles_root=root, profile_name="tiny-test",
+            model_bytes=(tiny_bundle_int8 / "model.tflite").read_bytes(), quantization="int8",
+            inputs=manifest["model"]["inputs"], outputs=manifest["model"]["outputs"],
+            preprocessing={k: v for k, v in manifest["preprocessing"].items() if k != "layout"}, labels=labels,
+            eval_images=np.load(tiny_bundle_int8 / "eval/images.npy"), eval_labels=np.load(tiny_bundle_int8 / "eval/labels.npy"),
+            host_predictions=np.load(tiny_bundle_int8 / "eval/host_predictions.npy"),
+            host_metrics=manifest["host_metrics"], provenance=manifest["provenance"],
+        )
+
+    first = rewrite(tmp_path / "a", ["class0", "class1", "class2"])
+    time.sleep(1.1)
+    second = rewrite(tmp_path / "b", ["class0", "class1", "class2"])
+    renamed = rewrite(tmp_path / "c", ["shirt", "class1", "class2"])
+    assert first.name == second.name == tiny_bundle_int8.name
+    assert json.loads((first / "manifest.json").read_text())["created"] != json.loads((second / "manifest.json").read_text())["created"]
+    assert renamed.name != first.name
+
+
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        (lambda b: (b / "model.tflite").write_bytes((b / "model.tflite").read_bytes()[:-1] + b"\x00"), "model.tflite has sha256"),
+        (lambda b: (b / "labels.txt").unlink(), "labels.txt is missing"),
+        (lambda b: (b / "extra.bin").write_bytes(b"x"), "extra.bin is not listed"),
+    ],
+)
+def test_verification_refuses_tampering(tiny_bundle_int8: Path, tmp_path: Path, tamper, message: str) -> None:
+    bundle = copy_bundle(tiny_bundle_int8, tmp_path)
+    tamper(bundle)
+    with pytest.raises(BundleError, match=message):
+        verify_bundle(bundle)
+
+
+def test_rewritten_manifest_with_forged_hash_is_refused(tiny_bundle_int8: Path, tmp_path: Path) -> None:
+    bundle = copy_bundle(tiny_bundle_int8, tmp_path)
+    (bundle / "model.tflite").write_bytes(b"not a model")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"]["model.tflite"] = hash_files(bundle)["model.tflite"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="bundle_id"):
+        verify_bundle(bundle)
+
+
+def test_tarball_has_single_top_folder(tiny_bundle_int8: Path, tmp_path: Path) -> None:
+    bundle = copy_bundle(tiny_bundle_int8, tmp_path)
+    tarball = make_tarball(bundle)
+    with tarfile.open(tarball) as tar:
+        names = tar.getnames()
+    assert all(name.split("/")[0] == bundle.name for name in names)
+    assert f"{bundle.name}/manifest.json" in names

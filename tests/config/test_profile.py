@@ -1,0 +1,57 @@
+"""Build profiles: the shipped ones load, and mistakes are named precisely."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config.profile import load_profile
+from pipeline.errors import ConfigError
+from pipeline.paths import builtin_profiles_dir
+
+
+@pytest.mark.parametrize("path", sorted(builtin_profiles_dir().glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_profiles_load(path: Path) -> None:
+    profile = load_profile(path)
+    assert profile.name == path.stem
+
+
+def test_profile_by_name() -> None:
+    assert load_profile("quick").student.family == "mobilenet_v2"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_misspelled_key_names_key_and_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\nstudent:\n  famly: squeezenet\n")
+    with pytest.raises(ConfigError) as err:
+        load_profile(path)
+    assert "student.famly" in str(err.value) and str(path) in str(err.value)
+
+
+def test_zero_calibration_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\nquantization:\n  calibration_samples: 0\n")
+    with pytest.raises(ConfigError, match=r"quantization.calibration_samples.*at least 1"):
+        load_profile(path)
+
+
+def test_ship_mode_must_be_built(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\nquantization:\n  modes: [float32]\n  ship: int8\n")
+    with pytest.raises(ConfigError, match="ship mode 'int8'"):
+        load_profile(path)
+
+
+def test_bad_yaml_names_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\nstudent: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_profile(path)
+
+
+def test_unknown_profile_name_lists_known() -> None:
+    with pytest.raises(ConfigError, match="Known profiles:.*quick"):
+        load_profile("no-such-profile")
