@@ -1,0 +1,44 @@
+"""``python -m pipeline.bench [build|deploy ...]``: run benchmarks and print a summary table."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline.progress import RichProgress
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.bench")
+    parser.add_argument("which", nargs="*", default=["build", "deploy"], help="benchmarks to run (build, deploy)")
+    parser.add_argument("--profile", default="default")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    console = Console()
+    for name in args.which:
+        if name == "build":
+            from pipeline.bench import build_bench
+
+            payload = build_bench.run(args.profile, progress=RichProgress())
+        elif name == "deploy":
+            from pipeline.bench import deploy_bench
+
+            payload = deploy_bench.run(args.profile, progress=RichProgress())
+        else:
+            parser.error(f"unknown benchmark {name!r}")
+        table = Table(title=f"bench: {name} (results/bench/{name}.json)")
+        for column in ("target", "value", "limit", "met"):
+            table.add_column(column)
+        for key, t in payload["targets"].items():
+            table.add_row(key, str(t.get("value")), str(t.get("limit", "")), {True: "yes", False: "NO", None: "-"}[t.get("met")])
+        console.print(table)
+
+
+if __name__ == "__main__":
+    main()
