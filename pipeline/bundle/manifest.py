@@ -22,12 +22,19 @@ MANIFEST = "manifest.json"
 
 
 def hash_files(root: Path) -> dict[str, str]:
-    """sha256 of every regular file under ``root`` except the manifest, keyed by posix path."""
+    """sha256 of every file under ``root`` except the top-level manifest, keyed by posix path.
+
+    Links and special files are refused, as the device agent refuses them: a bundle must mean the
+    same thing on both sides.
+    """
     root = Path(root)
     files = {}
     for path in sorted(root.rglob("*")):
-        if path.is_file() and path.name != MANIFEST:
-            files[path.relative_to(root).as_posix()] = sha256_file(path)
+        rel = path.relative_to(root).as_posix()
+        if path.is_symlink() or not (path.is_dir() or path.is_file()):
+            raise BundleError(f"Bundle {root} contains {rel}, which is a link or special file; bundles hold regular files only.")
+        if path.is_file() and rel != MANIFEST:
+            files[rel] = sha256_file(path)
     return files
 
 

@@ -22,7 +22,9 @@ def quantize_input(images: np.ndarray, detail: dict) -> np.ndarray:
         return images.astype(dtype)
     scale, zero_point = detail["quantization"]
     info = np.iinfo(dtype)
-    return np.clip(np.round(images / scale + zero_point), info.min, info.max).astype(dtype)
+    # float64 arithmetic, as in device_agents/agent.py, so host and device quantize identically.
+    q = np.round(images.astype(np.float64) / float(scale) + float(zero_point))
+    return np.clip(q, info.min, info.max).astype(dtype)
 
 
 def dequantize_output(values: np.ndarray, detail: dict) -> np.ndarray:

@@ -36,7 +36,10 @@ def make_tiny_bundle(root: Path, quantization: str = "int8", seed: int = 0, clas
             keras.layers.Dense(classes),
         ]
     )
-    x = images.astype(np.float32) / 255.0
+    from pipeline.data.preprocessing import PreprocessingSpec
+    from pipeline.quantize.litert_eval import quantize_input
+
+    x = PreprocessingSpec(**PREPROCESSING).apply(images)
     model.compile(keras.optimizers.Adam(0.02), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, labels, epochs=40, batch_size=8, verbose=0)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -55,10 +58,7 @@ def make_tiny_bundle(root: Path, quantization: str = "int8", seed: int = 0, clas
     predictions = []
     for sample in x:
         data = sample[None]
-        if quantization == "int8":
-            scale, zero = inp["quantization"]
-            data = np.clip(np.round(data / scale + zero), -128, 127).astype(np.int8)
-        interpreter.set_tensor(inp["index"], data)
+        interpreter.set_tensor(inp["index"], quantize_input(data, inp))
         interpreter.invoke()
         predictions.append(int(np.argmax(interpreter.get_tensor(out["index"])[0])))
     predictions = np.array(predictions)
