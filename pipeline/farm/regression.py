@@ -1,0 +1,597 @@
+"""Decide, per device and build profile, whether a run regressed against its accepted baseline.
+
+Latency
+-------
+A latency regression needs all three of:
+
+1. **Significance, rank test**: a one-sided Mann-Whitney U test (candidate slower than baseline)
+   with p < ``alpha`` (default 0.01). Normal approximation with tie correction and continuity
+   correction; with the 100+ samples a profile run takes, the approximation is accurate.
+2. **Significance, medians**: the bootstrap ``ci_level`` (95 %) percentile interval of
+   median(candidate) / median(baseline) lies entirely above 1 (``n_bootstrap`` = 2000 resamples of
+   each side independently, fixed ``seed`` so the same data always gives the same report).
+3. **Size**: the ratio of medians is at least ``1 + threshold`` where
+   ``threshold = max(min_effect, noise_floor)``; ``min_effect`` defaults to 5 %.
+
+Why both significance and size: samples within one run are not independent draws of the
+run-to-run distribution (the device's thermal state, background load and memory layout persist for
+the whole run), so with hundreds of samples the tests call even a 1 % run-to-run wobble
+"significant". The tests guard against declaring noise in a short or very noisy run a
+regression; the effect size, raised by the learnt noise floor, guards against the run-to-run
+variation the tests cannot see. An improvement is the mirror image (p < alpha for "faster", the
+interval entirely below 1, ratio <= 1 / (1 + threshold), symmetric in log space).
+
+Noise floor
+-----------
+Learnt per (device, profile) from history: take the latest ``noise_window`` (30) valid results of
+that device (hardware and emulated kept apart) and, for every pair of *consecutive* runs of the
+*same bundle* (the model did not change, so any difference is the device and its environment),
+d = |log(p50_next / p50_prev)|. With at least ``noise_min_pairs`` (4) such pairs::
+
+    floor = exp(max(quantile_0.95(d), 3 * 1.4826 * median(d))) - 1
+
+1.4826 * median(d) is a robust (MAD-style) estimate of the standard deviation of night-to-night
+log differences, which is exactly the distribution of a candidate-vs-baseline difference when
+nothing changed; 3 of them keep the per-device false-alarm rate from run-to-run noise around 0.1 %
+per night instead of the 2.5 % a bare 95th percentile would give. The 95th percentile takes over
+when the history is heavier-tailed than normal (and, with few pairs, is close to the maximum:
+deliberately conservative). A device whose unchanged nights typically differ by 3 % (median d)
+thus gets a threshold of about 14 % instead of 5 %; a steady board whose nights differ by 1 % stays
+at the 5 % minimum. Only results stored before the candidate are used, so re-checking an old run
+gives the same answer.
+
+Measured behaviour (synthetic latency: lognormal sigma 0.08 plus 2 % scheduler spikes of 1.5-3x,
+100-300 samples per side, 500 pairs per row, default policy, no noise floor)::
+
+    true slowdown   0 %    3 %    5 %    7 %    10 %   20 %
+    flagged         0 %    2.6 %  52 %   97 %   100 %  100 %
+    (Mann-Whitney alone at alpha 0.01: 0.6 % of A/A pairs, 84 % of the 3 % slowdowns)
+
+The size test uses the point estimate, so a true change at exactly ``min_effect`` is flagged about
+half the time and a 3 % change occasionally when its estimate happens to land above 5 %.
+
+Accuracy and memory
+-------------------
+* top-1 (on-device, over the bundle's eval subset) regresses when it drops by more than
+  ``top1_drop`` (0.005 = 0.5 percentage points); it improves when it rises by more than that.
+* agreement with the host's predictions regresses when it falls more than
+  ``agreement_tolerance`` (default 0) below the baseline's: a quantized model that starts disagreeing
+  with its own float/host reference on the device points at a runtime or conversion problem.
+* peak RSS regresses when it grows by more than max(``memory_rel`` * baseline, ``memory_abs_mb``)
+  = max(5 %, 2 MB): the relative part scales with big models, the absolute part keeps the
+  allocator's few-MB jitter on small ones from raising alarms. It improves when it shrinks by as much.
+
+Runs that are not comparable never pass or fail: throttled/too hot/malformed results are
+``invalid``; a result without a baseline (or whose only baseline was measured under emulation while
+it ran on hardware, or vice versa) is ``no-baseline``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from pipeline.farm.store import Baseline, NoiseFloor, Result, ResultsStore
+
+STATUSES = ("pass", "regression", "improvement", "no-baseline", "invalid", "unreachable", "failed")
+EXIT_OK = 0
+EXIT_REGRESSION = 1
+EXIT_INFRASTRUCTURE = 2
+_EPS = 1e-9  # float slack for threshold comparisons (0.900 - 0.895 is not exactly 0.005)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Every threshold the regression check uses (defaults documented in the module docstring)."""
+
+    alpha: float = 0.01
+    min_effect: float = 0.05
+    ci_level: float = 0.95
+    n_bootstrap: int = 2000
+    seed: int = 0
+    min_samples: int = 10
+    top1_drop: float = 0.005
+    agreement_tolerance: float = 0.0
+    memory_rel: float = 0.05
+    memory_abs_mb: float = 2.0
+    noise_window: int = 30
+    noise_min_pairs: int = 4
+    noise_quantile: float = 0.95
+    noise_mad_k: float = 3.0
+
+
+DEFAULT_POLICY = Policy()
+
+
+# --------------------------------------------------------------------------------- statistics
+
+
+def _rank_with_ties(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Average ranks (1-based) and the sizes of the tie groups."""
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    starts = np.r_[True, ordered[1:] != ordered[:-1]]
+    group = np.cumsum(starts) - 1  # tie group of each sorted position
+    bounds = np.r_[np.flatnonzero(starts), len(values)]
+    sizes = np.diff(bounds)
+    average = (bounds[:-1] + bounds[1:] + 1) / 2.0  # mean of ranks start+1 .. end
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = average[group]
+    return ranks, sizes
+
+
+def _normal_sf(z: float) -> float:
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+def mann_whitney_u(x: Sequence[float], y: Sequence[float], alternative: str = "greater") -> tuple[float, float]:
+    """Mann-Whitney U of ``x`` against ``y`` and its p-value (normal approximation).
+
+    ``alternative='greater'``: x tends to be larger than y; ``'less'``: smaller; ``'two-sided'``.
+    Uses the tie-corrected variance and a continuity correction (as scipy's ``mannwhitneyu`` with
+    ``method='asymptotic'``). Returns (U_x, p).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    n1, n2 = len(x), len(y)
+    if n1 == 0 or n2 == 0:
+        raise ValueError("both samples must be non-empty")
+    ranks, ties = _rank_with_ties(np.concatenate([x, y]))
+    u = float(ranks[:n1].sum() - n1 * (n1 + 1) / 2.0)
+    n = n1 + n2
+    mu = n1 * n2 / 2.0
+    tie_term = float(np.sum(ties.astype(np.float64) ** 3 - ties)) / (n * (n - 1)) if n > 1 else 0.0
+    var = n1 * n2 / 12.0 * ((n + 1) - tie_term)
+    if var <= 0:
+        return u, 1.0
+    sd = math.sqrt(var)
+    if alternative == "greater":
+        p = _normal_sf((u - mu - 0.5) / sd)
+    elif alternative == "less":
+        p = _normal_sf((mu - u - 0.5) / sd)
+    elif alternative == "two-sided":
+        p = min(1.0, 2.0 * _normal_sf((abs(u - mu) - 0.5) / sd))
+    else:
+        raise ValueError(f"alternative must be 'greater', 'less' or 'two-sided', not {alternative!r}")
+    return u, min(1.0, max(0.0, p))
+
+
+def bootstrap_median_ratio_ci(
+    baseline: Sequence[float], candidate: Sequence[float], *, level: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of median(candidate) / median(baseline).
+
+    Each side is resampled with replacement independently; deterministic for a given ``seed``.
+    Resamples are drawn in chunks so memory stays bounded for runs with many samples.
+    """
+    base = np.asarray(baseline, dtype=np.float64)
+    cand = np.asarray(candidate, dtype=np.float64)
+    if len(base) == 0 or len(cand) == 0:
+        raise ValueError("both samples must be non-empty")
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(n_boot, 2_000_000 // max(len(base), len(cand))))
+    ratios = np.empty(n_boot, dtype=np.float64)
+    done = 0
+    while done < n_boot:
+        k = min(chunk, n_boot - done)
+        mb = np.median(base[rng.integers(0, len(base), size=(k, len(base)))], axis=1)
+        mc = np.median(cand[rng.integers(0, len(cand), size=(k, len(cand)))], axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios[done : done + k] = mc / mb
+        done += k
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(ratios, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def noise_floor_from_medians(
+    medians: Sequence[Optional[float]], bundles: Sequence[Optional[str]], quantile: float = 0.95, mad_k: float = 3.0
+) -> tuple[Optional[float], int, int]:
+    """Noise floor from a chronological series of run medians and their bundle ids.
+
+    Returns (floor or None, number of consecutive same-bundle pairs, number of runs in them). With
+    d = |log(m[i+1] / m[i])| over consecutive same-bundle pairs, the floor is
+    ``exp(max(quantile(d), mad_k * 1.4826 * median(d))) - 1``.
+    """
+    logs = []
+    runs: set[int] = set()
+    for i in range(len(medians) - 1):
+        m0, m1, b0, b1 = medians[i], medians[i + 1], bundles[i], bundles[i + 1]
+        if b0 is not None and b0 == b1 and m0 is not None and m1 is not None and m0 > 0 and m1 > 0:
+            logs.append(abs(math.log(m1 / m0)))
+            runs.update((i, i + 1))
+    if not logs:
+        return None, 0, 0
+    d = np.asarray(logs)
+    spread = max(float(np.quantile(d, quantile)), mad_k * 1.4826 * float(np.median(d)))
+    return float(math.expm1(spread)), len(logs), len(runs)
+
+
+# ---------------------------------------------------------------------------------- verdicts
+
+
+@dataclass
+class LatencyCheck:
+    status: str  # 'pass' | 'regression' | 'improvement' | 'not-compared'
+    baseline_p50: Optional[float] = None
+    candidate_p50: Optional[float] = None
+    ratio: Optional[float] = None  # median(candidate) / median(baseline) over the raw samples
+    ci_low: Optional[float] = None
+    ci_high: Optional[float] = None
+    ci_level: Optional[float] = None
+    p_slower: Optional[float] = None  # one-sided Mann-Whitney p, candidate slower
+    p_faster: Optional[float] = None
+    alpha: Optional[float] = None
+    threshold: Optional[float] = None  # effective: max(min_effect, noise_floor)
+    min_effect: Optional[float] = None
+    noise_floor: Optional[float] = None
+    n_baseline: int = 0
+    n_candidate: int = 0
+
+
+@dataclass
+class AccuracyCheck:
+    status: str
+    baseline_top1: Optional[float] = None
+    candidate_top1: Optional[float] = None
+    top1_delta: Optional[float] = None
+    top1_threshold: Optional[float] = None
+    baseline_agreement: Optional[float] = None
+    candidate_agreement: Optional[float] = None
+    agreement_delta: Optional[float] = None
+    agreement_tolerance: Optional[float] = None
+
+
+@dataclass
+class MemoryCheck:
+    status: str
+    baseline_mb: Optional[float] = None
+    candidate_mb: Optional[float] = None
+    delta_mb: Optional[float] = None
+    ratio: Optional[float] = None
+    threshold_mb: Optional[float] = None
+
+
+@dataclass
+class Verdict:
+    """The outcome for one (device, profile) of a run."""
+
+    device: str
+    profile_name: Optional[str]
+    status: str  # one of STATUSES
+    reasons: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # informational (runtime changed, ...)
+    device_class: Optional[str] = None
+    run_id: Optional[int] = None
+    result_id: Optional[int] = None
+    bundle_id: Optional[str] = None
+    emulated: bool = False
+    p50: Optional[float] = None
+    top1: Optional[float] = None
+    peak_rss_mb: Optional[float] = None
+    baseline_key: Optional[str] = None
+    baseline_result_id: Optional[int] = None
+    baseline_bundle_id: Optional[str] = None
+    latency: Optional[LatencyCheck] = None
+    accuracy: Optional[AccuracyCheck] = None
+    memory: Optional[MemoryCheck] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Verdict":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for name, kind in (("latency", LatencyCheck), ("accuracy", AccuracyCheck), ("memory", MemoryCheck)):
+            if isinstance(values.get(name), Mapping):
+                sub = {f.name for f in fields(kind)}
+                values[name] = kind(**{k: v for k, v in values[name].items() if k in sub})
+        return cls(**values)
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.1f}%"
+
+
+def check_latency(
+    baseline_samples: Sequence[float],
+    candidate_samples: Sequence[float],
+    *,
+    policy: Policy = DEFAULT_POLICY,
+    noise_floor: Optional[float] = None,
+) -> tuple[LatencyCheck, list[str]]:
+    """Latency verdict from the two raw sample sets (see module docstring); returns (check, reasons)."""
+    base = np.asarray(baseline_samples, dtype=np.float64)
+    cand = np.asarray(candidate_samples, dtype=np.float64)
+    threshold = max(policy.min_effect, noise_floor or 0.0)
+    check = LatencyCheck(
+        status="not-compared", alpha=policy.alpha, threshold=threshold, min_effect=policy.min_effect,
+        noise_floor=noise_floor, n_baseline=len(base), n_candidate=len(cand), ci_level=policy.ci_level,
+    )
+    if len(base) < policy.min_samples or len(cand) < policy.min_samples:
+        return check, [
+            f"latency not compared: {len(cand)} candidate / {len(base)} baseline samples, need {policy.min_samples} each"
+        ]
+    check.baseline_p50 = float(np.median(base))
+    check.candidate_p50 = float(np.median(cand))
+    if check.baseline_p50 <= 0:
+        return check, ["latency not compared: baseline median is 0 ms"]
+    check.ratio = check.candidate_p50 / check.baseline_p50
+    _, check.p_slower = mann_whitney_u(cand, base, "greater")
+    _, check.p_faster = mann_whitney_u(cand, base, "less")
+    check.ci_low, check.ci_high = bootstrap_median_ratio_ci(
+        base, cand, level=policy.ci_level, n_boot=policy.n_bootstrap, seed=policy.seed
+    )
+    basis = (
+        f"p50 {check.candidate_p50:.3f} ms vs baseline {check.baseline_p50:.3f} ms "
+        f"(x{check.ratio:.3f}, {int(policy.ci_level * 100)}% CI {check.ci_low:.3f}-{check.ci_high:.3f})"
+    )
+    floor_note = f", noise floor {_pct(noise_floor)}" if noise_floor else ""
+    if (
+        check.ratio >= 1.0 + threshold - _EPS
+        and check.p_slower < policy.alpha
+        and check.ci_low > 1.0
+    ):
+        check.status = "regression"
+        return check, [
+            f"latency regression: {basis}, {_pct(check.ratio - 1)} slower >= threshold {_pct(threshold)}"
+            f"{floor_note}; Mann-Whitney p={check.p_slower:.2g} < {policy.alpha}"
+        ]
+    if (
+        check.ratio <= 1.0 / (1.0 + threshold) + _EPS
+        and check.p_faster < policy.alpha
+        and check.ci_high < 1.0
+    ):
+        check.status = "improvement"
+        return check, [f"latency improvement: {basis}, {_pct(1 - check.ratio)} faster; Mann-Whitney p={check.p_faster:.2g}"]
+    check.status = "pass"
+    return check, []
+
+
+def check_accuracy(baseline: Result, candidate: Result, *, policy: Policy = DEFAULT_POLICY) -> tuple[AccuracyCheck, list[str]]:
+    check = AccuracyCheck(
+        status="not-compared", baseline_top1=baseline.top1, candidate_top1=candidate.top1,
+        top1_threshold=policy.top1_drop, baseline_agreement=baseline.agreement,
+        candidate_agreement=candidate.agreement, agreement_tolerance=policy.agreement_tolerance,
+    )
+    reasons: list[str] = []
+    regressed = improved = compared = False
+    if baseline.top1 is not None and candidate.top1 is not None:
+        compared = True
+        check.top1_delta = candidate.top1 - baseline.top1
+        if -check.top1_delta > policy.top1_drop + _EPS:
+            regressed = True
+            reasons.append(
+                f"accuracy regression: on-device top-1 {candidate.top1 * 100:.2f}% vs baseline "
+                f"{baseline.top1 * 100:.2f}% ({check.top1_delta * 100:+.2f} points, allowed drop "
+                f"{policy.top1_drop * 100:.2f})"
+            )
+        elif check.top1_delta > policy.top1_drop + _EPS:
+            improved = True
+            reasons.append(f"accuracy improvement: top-1 {check.top1_delta * 100:+.2f} points")
+    if baseline.agreement is not None and candidate.agreement is not None:
+        compared = True
+        check.agreement_delta = candidate.agreement - baseline.agreement
+        if -check.agreement_delta > policy.agreement_tolerance + _EPS:
+            regressed = True
+            reasons.append(
+                f"agreement regression: device agrees with host predictions on {candidate.agreement * 100:.2f}% "
+                f"vs baseline {baseline.agreement * 100:.2f}% ({check.agreement_delta * 100:+.2f} points, "
+                f"tolerance {policy.agreement_tolerance * 100:.2f})"
+            )
+    check.status = "regression" if regressed else "improvement" if improved else "pass" if compared else "not-compared"
+    return check, reasons
+
+
+def check_memory(baseline: Result, candidate: Result, *, policy: Policy = DEFAULT_POLICY) -> tuple[MemoryCheck, list[str]]:
+    check = MemoryCheck(status="not-compared", baseline_mb=baseline.peak_rss_mb, candidate_mb=candidate.peak_rss_mb)
+    if baseline.peak_rss_mb is None or candidate.peak_rss_mb is None or baseline.peak_rss_mb <= 0:
+        return check, []
+    check.delta_mb = candidate.peak_rss_mb - baseline.peak_rss_mb
+    check.ratio = candidate.peak_rss_mb / baseline.peak_rss_mb
+    check.threshold_mb = max(policy.memory_rel * baseline.peak_rss_mb, policy.memory_abs_mb)
+    if check.delta_mb > check.threshold_mb + _EPS:
+        check.status = "regression"
+        return check, [
+            f"memory regression: peak RSS {candidate.peak_rss_mb:.1f} MB vs baseline {baseline.peak_rss_mb:.1f} MB "
+            f"(+{check.delta_mb:.1f} MB > allowed {check.threshold_mb:.1f} MB)"
+        ]
+    if -check.delta_mb > check.threshold_mb + _EPS:
+        check.status = "improvement"
+        return check, [f"memory improvement: peak RSS {check.delta_mb:+.1f} MB"]
+    check.status = "pass"
+    return check, []
+
+
+def _runtime_notes(baseline: Result, candidate: Result) -> list[str]:
+    notes = []
+    b_rt = (baseline.record or {}).get("runtime") or {}
+    c_rt = (candidate.record or {}).get("runtime") or {}
+    for key in ("name", "version", "threads_used", "delegate"):
+        if b_rt.get(key) != c_rt.get(key):
+            notes.append(f"runtime {key} changed: baseline {b_rt.get(key)!r}, now {c_rt.get(key)!r}")
+    b_acc = (baseline.record or {}).get("accuracy") or {}
+    c_acc = (candidate.record or {}).get("accuracy") or {}
+    if b_acc.get("count") != c_acc.get("count"):
+        notes.append(f"eval subset size differs: baseline {b_acc.get('count')}, now {c_acc.get('count')}")
+    return notes
+
+
+def compare(
+    candidate: Result,
+    candidate_samples: Sequence[float],
+    baseline: Optional[Baseline],
+    baseline_samples: Sequence[float],
+    *,
+    policy: Policy = DEFAULT_POLICY,
+    noise_floor: Optional[float] = None,
+) -> Verdict:
+    """Verdict for one stored result against its baseline (pure: no store access)."""
+    verdict = Verdict(
+        device=candidate.device, profile_name=candidate.profile_name, status="pass",
+        device_class=candidate.device_class, run_id=candidate.run_id, result_id=candidate.id,
+        bundle_id=candidate.bundle_id, emulated=candidate.emulated, p50=candidate.p50, top1=candidate.top1,
+        peak_rss_mb=candidate.peak_rss_mb,
+    )
+    if candidate.status == "unreachable":
+        verdict.status = "unreachable"
+        verdict.reasons.append(f"device unreachable: {candidate.error or 'no detail'}")
+        return verdict
+    if candidate.status in ("failed", "timeout"):
+        verdict.status = "failed"
+        what = "timed out" if candidate.status == "timeout" else "failed"
+        verdict.reasons.append(f"profiling {what}: {candidate.error or 'no detail'}")
+        return verdict
+    if candidate.status == "invalid":
+        verdict.status = "invalid"
+        verdict.reasons.append(f"not compared, measurement invalid: {candidate.error or 'no detail'}")
+        return verdict
+    if baseline is None:
+        verdict.status = "no-baseline"
+        verdict.reasons.append(
+            f"no {'emulated ' if candidate.emulated else ''}baseline for {candidate.device}"
+            f"{' or class ' + candidate.device_class if candidate.device_class else ''} / {candidate.profile_name}; "
+            "accept one to start comparing"
+        )
+        return verdict
+    if baseline.result.emulated != candidate.emulated:  # callers should not pass one, but never compare them
+        verdict.status = "no-baseline"
+        verdict.reasons.append("the only baseline was measured under different emulation; emulated and hardware runs are never compared")
+        return verdict
+    base = baseline.result
+    verdict.baseline_key = baseline.device_key
+    verdict.baseline_result_id = base.id
+    verdict.baseline_bundle_id = base.bundle_id
+    verdict.latency, lat_reasons = check_latency(baseline_samples, candidate_samples, policy=policy, noise_floor=noise_floor)
+    verdict.accuracy, acc_reasons = check_accuracy(base, candidate, policy=policy)
+    verdict.memory, mem_reasons = check_memory(base, candidate, policy=policy)
+    statuses = [verdict.latency.status, verdict.accuracy.status, verdict.memory.status]
+    if "regression" in statuses:
+        verdict.status = "regression"
+    elif "improvement" in statuses:
+        verdict.status = "improvement"
+    verdict.reasons = lat_reasons + acc_reasons + mem_reasons
+    verdict.notes = _runtime_notes(base, candidate)
+    return verdict
+
+
+# --------------------------------------------------------------------------- store-level checks
+
+
+def learn_noise_floor(
+    store: ResultsStore,
+    device: str,
+    profile_name: str,
+    *,
+    before_result_id: Optional[int] = None,
+    emulated: Optional[bool] = None,
+    policy: Policy = DEFAULT_POLICY,
+    save: bool = False,
+) -> Optional[NoiseFloor]:
+    """The device's run-to-run noise floor from its history (see module docstring), or None when
+    there are fewer than ``policy.noise_min_pairs`` same-bundle consecutive pairs. ``save`` writes
+    it to the store's noise table."""
+    history = store.history(device, profile_name, policy.noise_window, before_result_id=before_result_id, emulated=emulated)
+    floor, pairs, runs = noise_floor_from_medians(
+        [r.p50 for r in history], [r.bundle_id for r in history], policy.noise_quantile, policy.noise_mad_k
+    )
+    if floor is None or pairs < policy.noise_min_pairs:
+        return None
+    if save:
+        return store.set_noise_floor(device, profile_name, floor, runs)
+    return NoiseFloor(device, profile_name, floor, runs, "")
+
+
+def check_result(
+    store: ResultsStore, result: Union[int, Result], *, policy: Policy = DEFAULT_POLICY, save_noise: bool = False
+) -> Verdict:
+    """Verdict for one stored result: finds its baseline (device, then class, same emulation) and
+    its device's noise floor, then :func:`compare`."""
+    if isinstance(result, int):
+        result = store.get_result(result)
+    if result.status != "ok" or not result.profile_name:
+        return compare(result, [], None, [], policy=policy)
+    baseline = store.baseline(result.device, result.device_class, result.profile_name, emulated=result.emulated)
+    if baseline is None:
+        verdict = compare(result, [], None, [], policy=policy)
+        other = store.baseline(result.device, result.device_class, result.profile_name)
+        if other is not None:
+            kind = "emulated" if other.result.emulated else "hardware"
+            verdict.reasons.append(
+                f"the baseline for {other.device_key}/{other.profile_name} was measured on {kind}; "
+                "emulated and hardware runs are never compared"
+            )
+        return verdict
+    floor = learn_noise_floor(
+        store, result.device, result.profile_name, before_result_id=result.id, emulated=result.emulated,
+        policy=policy, save=save_noise,
+    )
+    verdict = compare(
+        result, store.get_samples(result.id), baseline, store.get_samples(baseline.result_id),
+        policy=policy, noise_floor=floor.floor if floor else None,
+    )
+    if floor is not None:
+        verdict.notes.append(f"noise floor {_pct(floor.floor)} learnt from {floor.n_runs} runs of unchanged bundles")
+    return verdict
+
+
+def _latest_per_device(results: Iterable[Result]) -> list[Result]:
+    """One result per (device, profile): the last 'ok' one if any (a retry supersedes a failure)."""
+    chosen: dict[tuple[str, Optional[str]], Result] = {}
+    for result in sorted(results, key=lambda r: r.id):
+        key = (result.device, result.profile_name)
+        current = chosen.get(key)
+        if current is None or result.status == "ok" or current.status != "ok":
+            chosen[key] = result
+    return [chosen[k] for k in sorted(chosen, key=lambda k: (k[0], k[1] or ""))]
+
+
+def check_run(store: ResultsStore, run_id: int, *, policy: Policy = DEFAULT_POLICY, save: bool = True) -> list[Verdict]:
+    """Verdicts for every (device, profile) of a run. ``save`` stores them with the run (so
+    regenerated reports show what was decided at the time) and updates the noise floors."""
+    store.get_run(run_id)  # raises StoreError for an unknown run
+    verdicts = [check_result(store, r, policy=policy, save_noise=save) for r in _latest_per_device(store.results_for_run(run_id))]
+    if save:
+        store.save_verdicts(run_id, [(v.result_id, v.to_dict()) for v in verdicts])
+    return verdicts
+
+
+def load_verdicts(store: ResultsStore, run_id: int, *, policy: Policy = DEFAULT_POLICY) -> list[Verdict]:
+    """The verdicts saved when the run was checked, or freshly computed (not saved) if it never was."""
+    saved = store.saved_verdicts(run_id)
+    if saved:
+        return [Verdict.from_dict(v) for v in saved]
+    return check_run(store, run_id, policy=policy, save=False)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    counts: dict[str, int]
+    exit_code: int
+    total: int
+
+    @property
+    def headline(self) -> str:
+        parts = [f"{self.counts[s]} {s}" for s in STATUSES if self.counts.get(s)]
+        return ", ".join(parts) if parts else "no results"
+
+
+def exit_code(verdicts: Iterable[Verdict]) -> int:
+    """0: nothing wrong; 1: any regression; 2: no regression but a device was unreachable or failed."""
+    statuses = {v.status for v in verdicts}
+    if "regression" in statuses:
+        return EXIT_REGRESSION
+    if statuses & {"unreachable", "failed"}:
+        return EXIT_INFRASTRUCTURE
+    return EXIT_OK
+
+
+def summarize(verdicts: Sequence[Verdict]) -> RunSummary:
+    counts = {s: 0 for s in STATUSES}
+    for v in verdicts:
+        counts[v.status] = counts.get(v.status, 0) + 1
+    return RunSummary(counts=counts, exit_code=exit_code(verdicts), total=len(verdicts))

@@ -1,0 +1,103 @@
+"""A compact Markdown summary of a farm run, for a chat message or a CI comment."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from typing import Optional, Sequence
+
+from pipeline.farm.regression import Verdict, summarize
+from pipeline.farm.store import Run
+
+STATUS_LABELS = {
+    "pass": "✅ pass",
+    "improvement": "✨ improvement",
+    "regression": "❌ regression",
+    "no-baseline": "➖ no baseline",
+    "invalid": "⚠️ invalid",
+    "unreachable": "🔌 unreachable",
+    "failed": "💥 failed",
+}
+EMULATED_LABEL = "emulated — latency not comparable to hardware"
+EXIT_MEANINGS = {0: "all well", 1: "regression", 2: "infrastructure failure"}
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
+
+
+def md_escape(text: object) -> str:
+    """Text safe inside a Markdown table cell or list item (no markup, no HTML, one line)."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def _ms(value: Optional[float]) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3g}" if value < 10 else f"{value:.1f}"
+
+
+def _latency_cells(v: Verdict) -> tuple[str, str]:
+    lat = v.latency
+    if lat is not None and lat.ratio is not None:
+        return (
+            f"{_ms(lat.candidate_p50)} vs {_ms(lat.baseline_p50)}",
+            f"×{lat.ratio:.3f} ({lat.ci_low:.2f}–{lat.ci_high:.2f})",
+        )
+    return _ms(v.p50), "–"
+
+
+def _top1_cell(v: Verdict) -> str:
+    if v.top1 is None:
+        return "–"
+    cell = f"{v.top1 * 100:.2f}%"
+    if v.accuracy is not None and v.accuracy.top1_delta is not None:
+        cell += f" ({v.accuracy.top1_delta * 100:+.2f})"
+    return cell
+
+
+def _rss_cell(v: Verdict) -> str:
+    if v.peak_rss_mb is None:
+        return "–"
+    cell = f"{v.peak_rss_mb:.1f}"
+    if v.memory is not None and v.memory.delta_mb is not None:
+        cell += f" ({v.memory.delta_mb:+.1f})"
+    return cell
+
+
+def summary_markdown(verdicts: Sequence[Verdict], *, run: Optional[Run] = None, title: str = "edgeship farm") -> str:
+    summary = summarize(verdicts)
+    heading = f"### {md_escape(title)}" + (f" — run {run.id}" if run is not None else "")
+    lines = [heading, ""]
+    if run is not None:
+        facts = [f"{md_escape(run.kind)} run, {md_escape(run.status)}", f"started {md_escape(run.started_at[:19])}"]
+        if run.inventory:
+            facts.append(f"inventory {md_escape(run.inventory)}")
+        commit = run.info.get("git_commit")
+        if commit:
+            facts.append(f"commit {md_escape(str(commit)[:12])}")
+        lines += [" · ".join(facts), ""]
+    lines.append(
+        f"**{md_escape(summary.headline)}** of {summary.total} "
+        f"→ exit {summary.exit_code} ({EXIT_MEANINGS.get(summary.exit_code, '?')})"
+    )
+    by_profile: dict[str, list[Verdict]] = defaultdict(list)
+    for v in verdicts:
+        by_profile[v.profile_name or "unknown"].append(v)
+    for profile, items in sorted(by_profile.items()):
+        lines += [
+            "",
+            f"**profile {md_escape(profile)}**",
+            "",
+            "| device | status | p50 ms (vs baseline) | ratio (95% CI) | top-1 (Δ pts) | peak RSS MB (Δ) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for v in sorted(items, key=lambda v: v.device):
+            device = md_escape(v.device) + (f" *({EMULATED_LABEL})*" if v.emulated else "")
+            p50, ratio = _latency_cells(v)
+            lines.append(
+                f"| {device} | {STATUS_LABELS.get(v.status, md_escape(v.status))} | {p50} | {ratio} | {_top1_cell(v)} | {_rss_cell(v)} |"
+            )
+    attention = [v for v in verdicts if v.status not in ("pass",) and v.reasons]
+    if attention:
+        lines += ["", "**Details**", ""]
+        for v in sorted(attention, key=lambda v: (v.status != "regression", v.device)):
+            lines.append(f"- **{md_escape(v.device)}** / {md_escape(v.profile_name or 'unknown')}: " + "; ".join(md_escape(r) for r in v.reasons))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,166 @@
+"""Farm report plots, rendered with matplotlib's Agg canvas straight to PNG bytes.
+
+The figures are built with ``matplotlib.figure.Figure`` and ``FigureCanvasAgg`` rather than
+``pyplot``: no global state, no GUI backend, safe from any thread. Every function returns PNG
+bytes, with a "no data" placeholder when there is nothing to draw.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+STATUS_COLOURS = {
+    "pass": "#2e7d32",
+    "improvement": "#1565c0",
+    "regression": "#c62828",
+    "no-baseline": "#757575",
+    "invalid": "#ef6c00",
+    "unreachable": "#6a1b9a",
+    "failed": "#6a1b9a",
+}
+BASELINE_COLOUR = "#9e9e9e"
+
+
+@dataclass(frozen=True)
+class LatencySeries:
+    """One device's samples for the distribution plot."""
+
+    label: str
+    candidate: Sequence[float]
+    baseline: Optional[Sequence[float]] = None
+    status: str = "pass"
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    run_id: int
+    p50: float
+
+
+@dataclass(frozen=True)
+class ScatterPoint:
+    label: str
+    p50: float
+    top1: float
+    status: str = "pass"
+    baseline_p50: Optional[float] = None
+    baseline_top1: Optional[float] = None
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _png(fig) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    canvas.print_png(buffer)
+    return buffer.getvalue()
+
+
+def _placeholder(title: str, message: str = "no data") -> bytes:
+    fig = _figure(6, 1.6)
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    ax.set_title(title)
+    ax.text(0.5, 0.4, message, ha="center", va="center", color="#757575", transform=ax.transAxes)
+    return _png(fig)
+
+
+def _short(label: str, limit: int = 28) -> str:
+    return label if len(label) <= limit else label[: limit - 1] + "…"
+
+
+def latency_distribution_png(series: Sequence[LatencySeries], *, title: str = "Latency per device vs baseline") -> bytes:
+    """Small multiples, one panel per device: box plots of baseline (grey) and this run's samples
+    (coloured by verdict). Each device keeps its own ms scale: devices differ by orders of magnitude."""
+    series = [s for s in series if len(s.candidate)]
+    if not series:
+        return _placeholder(title)
+    cols = min(4, len(series))
+    rows = math.ceil(len(series) / cols)
+    fig = _figure(3.2 * cols, 2.4 * rows + 0.4)
+    fig.suptitle(title)
+    for i, item in enumerate(series):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        data, labels, colours = [], [], []
+        if item.baseline is not None and len(item.baseline):
+            data.append(np.asarray(item.baseline, dtype=float))
+            labels.append("baseline")
+            colours.append(BASELINE_COLOUR)
+        data.append(np.asarray(item.candidate, dtype=float))
+        labels.append("this run")
+        colours.append(STATUS_COLOURS.get(item.status, "#424242"))
+        boxes = ax.boxplot(data, patch_artist=True, widths=0.55, showfliers=True,
+                           flierprops={"markersize": 2, "alpha": 0.4})
+        ax.set_xticks(range(1, len(labels) + 1), labels)
+        for patch, colour in zip(boxes["boxes"], colours):
+            patch.set_facecolor(colour)
+            patch.set_alpha(0.55)
+        for median in boxes["medians"]:
+            median.set_color("black")
+        ax.set_title(f"{_short(item.label)} ({item.status})", fontsize=9)
+        ax.set_ylabel("ms", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def trend_png(trends: Mapping[str, Sequence[TrendPoint]], *, title: str = "p50 latency over recent runs") -> bytes:
+    """One line per device: p50 of each past run (x: run id). Log y scale when devices differ a lot."""
+    trends = {k: v for k, v in trends.items() if v}
+    if not trends:
+        return _placeholder(title)
+    fig = _figure(8, 4)
+    ax = fig.add_subplot()
+    lows, highs = [], []
+    for label, points in sorted(trends.items()):
+        xs = [p.run_id for p in points]
+        ys = [p.p50 for p in points]
+        lows.append(min(ys))
+        highs.append(max(ys))
+        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, label=_short(label))
+    if min(lows) > 0 and max(highs) / min(lows) > 20:
+        ax.set_yscale("log")
+    ax.set_xlabel("run id")
+    ax.set_ylabel("p50 latency (ms)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best", ncol=2 if len(trends) > 6 else 1)
+    return _png(fig)
+
+
+def accuracy_latency_png(points: Sequence[ScatterPoint], *, title: str = "On-device top-1 vs p50 latency") -> bytes:
+    """This run's devices (filled, coloured by verdict) with a grey line to their baseline (hollow)."""
+    points = [p for p in points if p.p50 is not None and p.top1 is not None]
+    if not points:
+        return _placeholder(title)
+    fig = _figure(7, 4.5)
+    ax = fig.add_subplot()
+    xs = [p.p50 for p in points] + [p.baseline_p50 for p in points if p.baseline_p50]
+    for point in points:
+        colour = STATUS_COLOURS.get(point.status, "#424242")
+        if point.baseline_p50 is not None and point.baseline_top1 is not None:
+            ax.plot([point.baseline_p50, point.p50], [point.baseline_top1 * 100, point.top1 * 100],
+                    color=BASELINE_COLOUR, linewidth=0.8, zorder=1)
+            ax.scatter([point.baseline_p50], [point.baseline_top1 * 100], facecolors="none",
+                       edgecolors=BASELINE_COLOUR, s=36, zorder=2)
+        ax.scatter([point.p50], [point.top1 * 100], color=colour, s=40, zorder=3)
+        ax.annotate(_short(point.label, 20), (point.p50, point.top1 * 100), fontsize=7,
+                    xytext=(4, 3), textcoords="offset points")
+    if min(xs) > 0 and max(xs) / min(xs) > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel("p50 latency (ms)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(title + " (hollow: baseline)")
+    ax.grid(alpha=0.3)
+    return _png(fig)
