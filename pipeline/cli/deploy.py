@@ -1,0 +1,304 @@
+"""``edgeship deploy | rollback | doctor | profile | releases TARGET``.
+
+The commands only build configs and call :mod:`pipeline.deploy`; tables and progress bars are
+rich, on stdout and stderr respectively.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import click
+
+from pipeline.cli import main
+
+_TARGET_HELP = "a name in targets/ (rpi4, local, ...) or a path to a target YAML file"
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def _fmt(value: Any, unit: str = "", digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}{unit}"
+    return f"{value}{unit}"
+
+
+def _ms(value: Any) -> str:
+    if not isinstance(value, (int, float)):
+        return "-"
+    if value < 1:
+        return f"{value:.4f} ms"
+    return f"{value:.2f} ms" if value < 100 else f"{value:.1f} ms"
+
+
+def profile_table(record: dict[str, Any], title: Optional[str] = None):
+    """The headline numbers of a profile record as a rich table."""
+    from rich.table import Table
+
+    lat = record.get("latency_ms") or {}
+    mem = record.get("memory") or {}
+    acc = record.get("accuracy") or {}
+    rt = record.get("runtime") or {}
+    dev = record.get("device") or {}
+    table = Table(title=title or f"profile of {record.get('bundle_id')} on {record.get('target')}", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("latency p50", _ms(lat.get("p50"))),
+        ("latency p90", _ms(lat.get("p90"))),
+        ("latency p99", _ms(lat.get("p99"))),
+        ("mean ± std", f"{_ms(lat.get('mean'))} ± {_ms(lat.get('std'))}"),
+        ("timed runs", _fmt(lat.get("count"))),
+        ("init", _ms(lat.get("init"))),
+        ("first invoke", _ms(lat.get("first"))),
+        ("peak RSS", _fmt(mem.get("peak_rss_mb"), " MB", 1)),
+        ("top-1 accuracy", _fmt(acc.get("top1"), "", 4) + (f" (n={acc.get('count')})" if acc.get("count") is not None else "")),
+        ("agreement with host", _fmt(acc.get("agreement_with_host"), "", 4)),
+        ("runtime", f"{rt.get('name', '-')} {rt.get('version', '')}".strip()),
+        ("threads (requested/used)", f"{_fmt(rt.get('threads_requested'))}/{_fmt(rt.get('threads_used'))}"),
+        ("delegate", _fmt(rt.get("delegate"))),
+        ("device", f"{dev.get('machine', '-')} {dev.get('cpu_model') or ''}".strip()),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+@contextlib.contextmanager
+def _upload_progress() -> Iterator:
+    """A ``progress(sent, total)`` callback drawing a rich transfer bar on stderr."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    bar = Progress(
+        TextColumn("upload"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=_console(stderr=True), transient=True
+    )
+    state: dict[str, Any] = {}
+
+    def callback(sent: int, total: int) -> None:
+        if "task" not in state:
+            state["task"] = bar.add_task("upload", total=total or None)
+        bar.update(state["task"], completed=sent)
+
+    with bar:
+        yield callback
+
+
+def _step_printer(console):
+    return lambda message: console.print(f"[dim]·[/dim] {message}")
+
+
+def _load(target: str):
+    from pipeline.config.target import load_target
+
+    return load_target(target)
+
+
+def _build_bundle(profile_name: str) -> Path:
+    from pipeline.build import build_profile  # heavy (TensorFlow): only when building
+    from pipeline.errors import EdgeshipError
+    from pipeline.progress import RichProgress
+
+    result = build_profile(profile_name, progress=RichProgress())
+    if getattr(result, "bundle_dir", None) is None:
+        raise EdgeshipError(f"Building profile '{profile_name}' produced no bundle to deploy.")
+    return Path(result.bundle_dir)
+
+
+@main.command()
+@click.argument("target")
+@click.option("--bundle", "bundle", type=click.Path(path_type=Path), help="bundle directory or <id>.tar.gz (default: build the profile)")
+@click.option("--profile", "profile_name", help="build profile to build and deploy (default: the target's default_profile)")
+@click.option("--no-profile-run", is_flag=True, help="deploy only; do not measure")
+@click.option("--runs", type=click.IntRange(min=1), help="minimum timed invokes (default: the target's profiling.runs)")
+@click.option("--min-seconds", type=click.FloatRange(min=0), help="minimum timed seconds (default: profiling.min_seconds)")
+@click.option("--warmup", type=click.IntRange(min=0), help="untimed invokes first (default: profiling.warmup)")
+@click.option("--wait-lock", type=click.FloatRange(min=0), default=0.0, show_default=True, help="seconds to wait if another run holds the device")
+@click.option("--json", "as_json", is_flag=True, help="print the deploy result and profile record as JSON")
+def deploy(
+    target: str,
+    bundle: Optional[Path],
+    profile_name: Optional[str],
+    no_profile_run: bool,
+    runs: Optional[int],
+    min_seconds: Optional[float],
+    warmup: Optional[int],
+    wait_lock: float,
+    as_json: bool,
+) -> None:
+    """Ship a bundle to TARGET, switch to it atomically, then profile it there."""
+    from pipeline.deploy.deployer import deploy as do_deploy
+    from pipeline.deploy.profiling import profile as do_profile
+    from pipeline.transport import open_transport
+
+    cfg = _load(target)
+    out = _console()
+    err = _console(stderr=True)
+    if bundle is None:
+        bundle = _build_bundle(profile_name or cfg.default_profile)
+    elif profile_name:
+        raise click.UsageError("--bundle and --profile are alternatives: give one of them.")
+    with open_transport(cfg) as transport, _upload_progress() as progress:
+        result = do_deploy(cfg, bundle, transport=transport, progress=progress, step=_step_printer(err), lock_wait=wait_lock)
+        run = None
+        if not no_profile_run:
+            err.print(f"[dim]·[/dim] profiling {result.bundle_id} on {cfg.name}")
+            run = do_profile(
+                cfg, transport=transport, runs=runs, min_seconds=min_seconds, warmup=warmup, doctor=result.doctor, lock_wait=wait_lock
+            )
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "target": cfg.name,
+                    "bundle_id": result.bundle_id,
+                    "skipped_upload": result.skipped_upload,
+                    "previous": result.previous,
+                    "current": result.current,
+                    "seconds": round(result.seconds, 3),
+                    "pruned": result.pruned,
+                    "profile_path": str(run.path) if run else None,
+                    "profile": run.record if run else None,
+                },
+                indent=2,
+            )
+        )
+        return
+    what = "already on the device, upload skipped" if result.skipped_upload else "uploaded and installed"
+    switch = f"{result.previous} → {result.current}" if result.previous and result.previous != result.current else result.current
+    out.print(f"deployed {result.bundle_id} to {cfg.name} ({what}); active: {switch}; {result.seconds:.1f}s")
+    if run is not None:
+        out.print(profile_table(run.record))
+        for warning in run.record.get("warnings") or []:
+            err.print(f"[yellow]warning:[/yellow] {warning}")
+        out.print(f"record: {run.path}")
+
+
+@main.command()
+@click.argument("target")
+@click.option("--wait-lock", type=click.FloatRange(min=0), default=0.0, show_default=True, help="seconds to wait if another run holds the device")
+def rollback(target: str, wait_lock: float) -> None:
+    """Switch TARGET back to the release that was active before the current one."""
+    from pipeline.deploy.deployer import rollback as do_rollback
+
+    cfg = _load(target)
+    result = do_rollback(cfg, lock_wait=wait_lock)
+    _console().print(f"rolled back {cfg.name}: {result.previous} → {result.current}")
+
+
+@main.command()
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def doctor(target: str, as_json: bool) -> None:
+    """Check that TARGET can run the agent: Python, numpy, a TFLite runtime (prints install commands)."""
+    from rich.table import Table
+
+    from pipeline.deploy.deployer import connected
+    from pipeline.deploy.doctor import run_doctor
+
+    cfg = _load(target)
+    with connected(cfg) as transport:
+        report = run_doctor(cfg, transport)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        out = _console()
+        table = Table(title=f"doctor: {cfg.name} ({report.where})")
+        table.add_column("check")
+        table.add_column("found")
+        table.add_column("", justify="center")
+        ok, bad = "[green]ok[/green]", "[red]missing[/red]"
+        table.add_row("python", f"{report.python_command}: {report.python or 'not found'}", ok if report.python else bad)
+        table.add_row("numpy", report.numpy or "not importable", ok if report.numpy else bad)
+        for name, version in report.runtimes.items():
+            mark = "[green]selected[/green]" if name == report.selected_runtime else ("" if version else "[dim]-[/dim]")
+            table.add_row(f"runtime {name}", version or "not importable", mark)
+        if not report.runtimes:
+            table.add_row("TFLite runtime", "unknown", bad)
+        elif not report.selected_runtime:
+            table.add_row("TFLite runtime", f"none of {', '.join(cfg.runtime_preference)}", bad)
+        table.add_row("machine", f"{report.machine or '?'} (target says {cfg.arch})", "")
+        table.add_row("os", f"{report.os or '?'}{' (Termux)' if report.termux else ''}", "")
+        table.add_row("cores", str(report.cores or "?"), "")
+        table.add_row("agent", "uploaded" if report.agent_uploaded else "up to date", "")
+        out.print(table)
+        for warning in report.warnings:
+            out.print(f"[yellow]warning:[/yellow] {warning}")
+        if report.problems:
+            out.print(f"[red]not ready:[/red] {'; '.join(report.problems)}")
+            out.print("install on the device:")
+            for command in report.install_commands:
+                out.print(f"  {command}", markup=False, highlight=False)
+        else:
+            out.print(f"[green]ready[/green]: the agent will use {report.selected_runtime}")
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@main.command("profile")
+@click.argument("target")
+@click.option("--runs", type=click.IntRange(min=1), help="minimum timed invokes (default: the target's profiling.runs)")
+@click.option("--min-seconds", type=click.FloatRange(min=0), help="minimum timed seconds (default: profiling.min_seconds)")
+@click.option("--warmup", type=click.IntRange(min=0), help="untimed invokes first (default: profiling.warmup)")
+@click.option("--threads", type=click.IntRange(min=1), help="interpreter threads (default: the target's threads)")
+@click.option("--runtime", type=click.Choice(["ai_edge_litert", "tflite_runtime", "tensorflow"]), help="force one runtime")
+@click.option("--wait-lock", type=click.FloatRange(min=0), default=0.0, show_default=True, help="seconds to wait if another run holds the device")
+@click.option("--json", "as_json", is_flag=True, help="print the profile record as JSON")
+def profile_cmd(
+    target: str,
+    runs: Optional[int],
+    min_seconds: Optional[float],
+    warmup: Optional[int],
+    threads: Optional[int],
+    runtime: Optional[str],
+    wait_lock: float,
+    as_json: bool,
+) -> None:
+    """Measure the active release on TARGET and store the record under results/profiles/."""
+    from pipeline.deploy.profiling import profile as do_profile
+
+    cfg = _load(target)
+    run = do_profile(cfg, runs=runs, min_seconds=min_seconds, warmup=warmup, threads=threads, runtime=runtime, lock_wait=wait_lock)
+    if as_json:
+        click.echo(json.dumps(run.record, indent=2))
+        return
+    out = _console()
+    out.print(profile_table(run.record))
+    for warning in run.record.get("warnings") or []:
+        _console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}")
+    out.print(f"record: {run.path}")
+
+
+@main.command()
+@click.argument("target")
+def releases(target: str) -> None:
+    """List the releases installed on TARGET (the active one first)."""
+    from rich.table import Table
+
+    from pipeline.deploy.deployer import list_releases
+
+    cfg = _load(target)
+    items = list_releases(cfg)
+    out = _console()
+    if not items:
+        out.print(f"{cfg.name}: no releases installed")
+        return
+    table = Table(title=f"releases on {cfg.name}")
+    table.add_column("bundle id")
+    table.add_column("active", justify="center")
+    table.add_column("deploy order", justify="right")
+    for item in items:
+        table.add_row(item.bundle_id, "●" if item.current else "", "latest" if item.activated == 1 else (f"-{item.activated - 1}" if item.activated else "-"))
+    out.print(table)
+
+
+for _command in (deploy, rollback, doctor, profile_cmd, releases):
+    _command.help = (_command.help or "") + f"\n\nTARGET is {_TARGET_HELP}."

@@ -1,0 +1,34 @@
+"""Deploy a bundle to a device, switch releases atomically, run the agent's doctor and profile.
+
+The library never imports click; ``pipeline.cli.deploy`` builds configs and calls these functions.
+Nothing here imports TensorFlow.
+
+    deploy(target, bundle, *, transport=None, progress=None, step=None, lock_wait=0.0) -> DeployResult
+    rollback(target, *, transport=None, lock_wait=0.0) -> RollbackResult
+    list_releases(target, *, transport=None) -> list[Release]
+    profile(target, *, transport=None, runs=None, min_seconds=None, warmup=None, threads=None,
+            runtime=None, doctor=None, lock_wait=0.0) -> ProfileRun(record, path)
+    run_doctor(target, transport) -> DoctorReport
+"""
+
+from pipeline.deploy.deployer import DeployResult, Release, RollbackResult, connected, deploy, list_releases, rollback
+from pipeline.deploy.doctor import DoctorReport, run_doctor
+from pipeline.deploy.lock import DeviceLock, LockHeld
+from pipeline.deploy.profiling import ProfileRun, profile, store_record
+
+__all__ = [
+    "DeployResult",
+    "DeviceLock",
+    "DoctorReport",
+    "LockHeld",
+    "ProfileRun",
+    "Release",
+    "RollbackResult",
+    "connected",
+    "deploy",
+    "list_releases",
+    "profile",
+    "rollback",
+    "run_doctor",
+    "store_record",
+]

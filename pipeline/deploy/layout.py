@@ -1,0 +1,77 @@
+"""Names of things under a target's remote directory (the device layout).
+
+::
+
+    <remote_dir>/
+      bin/agent.py                 the device agent (replaced when its sha256 differs: put + rename)
+      releases/<bundle id>/        installed, verified bundles
+      releases/<id>.tar.gz.partial an upload in progress (removed by the next deploy if stale)
+      releases/<id>.partial/       an extraction in progress (agent install; removed if stale)
+      current -> releases/<id>     the active release (relative symlink, switched with a rename)
+      history                      activated bundle ids, oldest first (rollback walks it backwards)
+      runs/                        profile records in flight (fetched, then deleted)
+      .lock/owner                  present while a deploy/rollback/profile holds the device
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+
+from pipeline.transport.base import Transport
+
+AGENT = "bin/agent.py"
+RELEASES = "releases"
+CURRENT = "current"
+HISTORY = "history"
+RUNS = "runs"
+LOCK = ".lock"
+
+BUNDLE_ID = re.compile(r"^[0-9a-f]{16}$")
+
+
+class Layout:
+    def __init__(self, transport: Transport):
+        self.root = transport.remote_dir
+
+    def _p(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    @property
+    def bin_dir(self) -> str:
+        return self._p("bin")
+
+    @property
+    def agent(self) -> str:
+        return self._p(AGENT)
+
+    @property
+    def releases(self) -> str:
+        return self._p(RELEASES)
+
+    def release(self, bundle_id: str) -> str:
+        return self._p(RELEASES, bundle_id)
+
+    def tarball(self, bundle_id: str) -> str:
+        return self._p(RELEASES, f"{bundle_id}.tar.gz")
+
+    @staticmethod
+    def link_target(bundle_id: str) -> str:
+        """What ``current`` points to: relative, so the device directory can be moved."""
+        return f"{RELEASES}/{bundle_id}"
+
+    @property
+    def current(self) -> str:
+        return self._p(CURRENT)
+
+    @property
+    def history(self) -> str:
+        return self._p(HISTORY)
+
+    @property
+    def runs(self) -> str:
+        return self._p(RUNS)
+
+    @property
+    def lock(self) -> str:
+        return self._p(LOCK)
