@@ -470,11 +470,13 @@ def probe_runtime_version(name):
     return import_runtime(name)[1]
 
 
-def probe_runtimes():
-    """Which runtimes import, each tried in its own child process.
+def probe_runtimes(order=RUNTIME_ORDER, first_only=False):
+    """Which runtimes import, each tried in its own child process, in ``order``.
 
     A child per runtime because importing a broken TensorFlow can kill the process (illegal
     instruction on older ARM cores); ``doctor`` must still report the runtimes that do work.
+    With ``first_only`` probing stops at the first runtime that imports: importing TensorFlow
+    costs seconds, and a deploy only needs to know that its preferred runtime works.
     """
     code = (
         "import importlib.util, json, sys\n"
@@ -490,7 +492,7 @@ def probe_runtimes():
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     versions = {}
-    for name in RUNTIME_ORDER:
+    for name in order:
         version = None
         try:
             proc = subprocess.run(
@@ -506,6 +508,8 @@ def probe_runtimes():
         except (OSError, ValueError, subprocess.SubprocessError):
             version = None
         versions[name] = version
+        if first_only and version:
+            break
     return versions
 
 
@@ -1167,15 +1171,24 @@ def utc_now():
 
 
 def cmd_doctor(args):
-    versions = probe_runtimes()
-    if args.runtime == "auto":
-        selected = next((name for name in RUNTIME_ORDER if versions.get(name)), None)
+    if args.prefer:
+        order = tuple(name.strip() for name in args.prefer.split(",") if name.strip())
+        unknown = [name for name in order if name not in RUNTIME_ORDER]
+        if unknown:
+            raise UsageError("--prefer names unknown runtimes: %s" % ", ".join(unknown))
+        versions = probe_runtimes(order, first_only=True)
+        selected = next((name for name in order if versions.get(name)), None)
     else:
-        selected = args.runtime if versions.get(args.runtime) else None
+        versions = probe_runtimes()
+        if args.runtime == "auto":
+            selected = next((name for name in RUNTIME_ORDER if versions.get(name)), None)
+        else:
+            selected = args.runtime if versions.get(args.runtime) else None
     return {
         "python": platform.python_version(),
         "numpy": numpy_version(),
         "runtimes": versions,
+        "not_probed": [name for name in RUNTIME_ORDER if name not in versions],
         "selected_runtime": selected,
         "machine": safe_probe(platform.machine) or None,
         "os": safe_probe(os_name),
@@ -1333,6 +1346,9 @@ def build_parser():
 
     doctor = add("doctor", cmd_doctor, "report Python, numpy and which TFLite runtimes import")
     doctor.add_argument("--runtime", choices=runtime_choices, default="auto", help="runtime to report as selected")
+    doctor.add_argument(
+        "--prefer", metavar="A,B", help="probe only these runtimes, in this order, stopping at the first that imports"
+    )
 
     verify = add("verify", cmd_verify, "check every bundle file against manifest.json")
     verify.add_argument("bundle", metavar="BUNDLE_DIR")

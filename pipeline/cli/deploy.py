@@ -221,6 +221,8 @@ def doctor(target: str, as_json: bool) -> None:
         for name, version in report.runtimes.items():
             mark = "[green]selected[/green]" if name == report.selected_runtime else ("" if version else "[dim]-[/dim]")
             table.add_row(f"runtime {name}", version or "not importable", mark)
+        for name in (n for n in cfg.runtime_preference if n not in report.runtimes):
+            table.add_row(f"runtime {name}", "[dim]not checked[/dim]", "")
         if not report.runtimes:
             table.add_row("TFLite runtime", "unknown", bad)
         elif not report.selected_runtime:

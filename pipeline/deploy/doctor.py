@@ -69,7 +69,9 @@ def run_doctor(target: TargetConfig, transport: Transport) -> DoctorReport:
         report.install_commands = install_commands(target, agent.python_command, python=False, numpy=False, runtime=False)
         return report
     try:
-        data = agent.call(["doctor"], timeout=min(transport.command_timeout, 300), accept=(0, 4))
+        # Probe the target's runtimes in its order and stop at the first that imports: importing
+        # TensorFlow alone costs seconds, and every deploy runs doctor.
+        data = agent.call(["doctor", "--prefer", ",".join(target.runtime_preference)], timeout=min(transport.command_timeout, 300), accept=(0, 4))
     except AgentError as exc:
         report.problems.append(f"the agent's doctor failed under `{agent.python_command}`: {exc.detail}")
         report.install_commands = install_commands(target, agent.python_command, python=True, numpy=False, runtime=False)
@@ -78,7 +80,7 @@ def run_doctor(target: TargetConfig, transport: Transport) -> DoctorReport:
     report.python = _text(data.get("python"))
     report.numpy = _text(data.get("numpy"))
     runtimes = data.get("runtimes") or {}
-    report.runtimes = {name: _text(runtimes.get(name)) for name in RUNTIMES}
+    report.runtimes = {name: _text(runtimes.get(name)) for name in RUNTIMES if name in runtimes}
     report.machine = _text(data.get("machine"))
     report.os = _text(data.get("os"))
     report.termux = bool(data.get("termux")) if data.get("termux") is not None else None

@@ -21,7 +21,7 @@ from tests.device_agents.runner import (
     skip_without_agent_venv,
 )
 
-DOCTOR_KEYS = {"python", "numpy", "runtimes", "selected_runtime", "machine", "os", "termux", "cores"}
+DOCTOR_KEYS = {"python", "numpy", "runtimes", "not_probed", "selected_runtime", "machine", "os", "termux", "cores"}
 
 
 # ------------------------------------------------------------------------------------ the file
@@ -62,6 +62,19 @@ def test_doctor_in_main_venv() -> None:
     assert report["termux"] is False
     assert isinstance(report["cores"], int) and report["cores"] >= 1
     assert report["machine"]
+
+
+def test_doctor_prefer_stops_at_first_importable_runtime() -> None:
+    report = run_agent("doctor", "--prefer", "tflite_runtime,ai_edge_litert,tensorflow").json
+    assert report["runtimes"]["tflite_runtime"] is None
+    assert report["runtimes"]["ai_edge_litert"][0].isdigit()
+    assert "tensorflow" not in report["runtimes"] and report["not_probed"] == ["tensorflow"]
+    assert report["selected_runtime"] == "ai_edge_litert"
+
+
+def test_doctor_prefer_rejects_unknown_runtime() -> None:
+    result = run_agent("doctor", "--prefer", "onnxruntime")
+    assert result.returncode == 2 and "onnxruntime" in result.error["error"]
 
 
 def test_doctor_reports_termux_from_prefix() -> None:
