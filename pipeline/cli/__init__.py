@@ -39,12 +39,7 @@ def main(verbose: int) -> None:
 
 
 def _register() -> None:
-    from pipeline.cli import build as _build  # noqa: F401  (registers commands)
-
-    try:
-        from pipeline.cli import deploy as _deploy  # noqa: F401
-    except ImportError:  # pragma: no cover - during development only
-        pass
+    from pipeline.cli import build, deploy, farm, lab  # noqa: F401  (importing registers the commands)
 
 
 _register()

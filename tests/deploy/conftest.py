@@ -19,7 +19,7 @@ import pytest
 from pipeline.bundle.manifest import MANIFEST, finalize_bundle, read_manifest
 from pipeline.config.target import TargetConfig, parse_target
 from pipeline.paths import PROJECT_ROOT
-from tests.helpers.sshd import SSHServer, sshd_available
+from pipeline.lab.sshd import SSHServer, sshd_available
 
 AGENT_VENV_PYTHON = PROJECT_ROOT / ".venv-agent" / "bin" / "python"
 

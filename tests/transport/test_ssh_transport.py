@@ -14,7 +14,7 @@ import pytest
 from pipeline.errors import DeployError
 from pipeline.transport import CommandTimeout, open_transport
 from pipeline.transport.ssh import HostKeyError, SSHTransport
-from tests.helpers.sshd import free_port, keygen
+from pipeline.lab.sshd import free_port, keygen
 
 pytestmark = pytest.mark.ssh
 

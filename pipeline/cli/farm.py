@@ -1,0 +1,173 @@
+"""``edgeship farm run``, ``nightly``, ``baseline accept|show`` and ``report``."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Optional
+
+import click
+
+from pipeline.cli import main
+
+DEFAULT_INVENTORY = "targets/farm.yaml"
+
+_STYLE = {"ok": "green", "pass": "green", "improvement": "green", "regression": "red", "unreachable": "red", "failed": "red", "timeout": "red", "invalid": "yellow", "no-baseline": "yellow", "retrying": "yellow"}
+
+
+class LiveDevices:
+    """A live per-device table, fed from the farm's worker threads."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.rows: dict[str, tuple[str, str]] = {}
+        self.lock = threading.Lock()
+        self.live = Live(self._table(), console=Console(stderr=True), refresh_per_second=4, transient=False)
+
+    def _table(self):
+        from rich.table import Table
+
+        table = Table(title="farm")
+        table.add_column("device")
+        table.add_column("state")
+        table.add_column("detail", overflow="fold")
+        for name, (state, detail) in self.rows.items():
+            style = _STYLE.get(state, "cyan")
+            table.add_row(name, f"[{style}]{state}[/{style}]", detail[:160])
+        return table
+
+    def __call__(self, device: str, state: str, detail: str) -> None:
+        with self.lock:
+            self.rows[device] = (state, detail)
+            self.live.update(self._table())
+
+    def __enter__(self) -> "LiveDevices":
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.live.__exit__(*exc)
+
+
+def _verdict_table(verdicts):
+    from rich.table import Table
+
+    table = Table(title="regression check")
+    for column in ("device", "profile", "status", "p50 ms", "vs base", "top-1", "RSS MB"):
+        table.add_column(column, no_wrap=True)
+    for v in verdicts:
+        style = _STYLE.get(v.status, "white")
+        ratio = v.latency.ratio if getattr(v, "latency", None) is not None and v.latency.ratio is not None else None
+        table.add_row(
+            v.device, v.profile_name or "-", f"[{style}]{v.status}[/{style}]",
+            "-" if v.p50 is None else f"{v.p50:.3f}", "-" if ratio is None else f"x{ratio:.3f}",
+            "-" if v.top1 is None else f"{v.top1:.4f}", "-" if v.peak_rss_mb is None else f"{v.peak_rss_mb:.1f}",
+        )
+    return table
+
+
+def _print_reasons(console, verdicts) -> None:
+    for v in verdicts:
+        for reason in v.reasons:
+            console.print(f"  {v.device}: {reason}", style=_STYLE.get(v.status, "white"), highlight=False)
+
+
+@main.group()
+def farm() -> None:
+    """Deploy and profile many devices in parallel."""
+
+
+@farm.command("run")
+@click.option("--inventory", "-i", default=DEFAULT_INVENTORY, show_default=True, help="Inventory YAML.")
+@click.option("--tags", "-t", multiple=True, help="Only devices with this tag or name (repeatable).")
+@click.option("--profile", "-p", default=None, help="Build profile for every device (overrides the inventory).")
+def farm_run(inventory: str, tags: tuple[str, ...], profile: Optional[str]) -> None:
+    """Build the bundles needed (cached), then deploy and profile every selected device."""
+    from pipeline.farm.inventory import load_inventory
+    from pipeline.farm.runner import run_farm
+    from pipeline.progress import RichProgress
+
+    loaded = load_inventory(inventory, profile_override=profile)
+    loaded.select(tags)  # fail on unknown tags before building anything
+    with LiveDevices() as live:
+        result = run_farm(loaded, tags=tags, progress=RichProgress(), listener=live)
+    ok = sum(o.status == "ok" for o in result.outcomes)
+    click.echo(f"run {result.run_id}: {ok}/{len(result.outcomes)} devices profiled in {result.seconds:.1f}s")
+    for o in result.outcomes:
+        if o.status != "ok":
+            click.secho(f"  {o.device.name}: {o.status}: {o.error}", fg="red", err=True)
+
+
+@main.command()
+@click.option("--inventory", "-i", default=DEFAULT_INVENTORY, show_default=True, help="Inventory YAML.")
+@click.option("--tags", "-t", multiple=True, help="Only devices with this tag or name (repeatable).")
+@click.option("--profile", "-p", default=None, help="Build profile for every device (overrides the inventory).")
+def nightly(inventory: str, tags: tuple[str, ...], profile: Optional[str]) -> None:
+    """Build, farm run, regression check, reports. Exit 0 ok, 1 regression, 2 infrastructure failure."""
+    from rich.console import Console
+
+    from pipeline.farm.nightly import run_nightly
+    from pipeline.progress import RichProgress
+
+    with LiveDevices() as live:
+        result = run_nightly(inventory, tags=tags, profile=profile, progress=RichProgress(), listener=live)
+    console = Console()
+    console.print(_verdict_table(result.verdicts))
+    _print_reasons(console, result.verdicts)
+    console.print(f"run {result.farm.run_id}: {result.summary.headline}")
+    for kind, path in result.reports.items():
+        console.print(f"{kind}: {path}")
+    sys.exit(result.summary.exit_code)
+
+
+@main.group()
+def baseline() -> None:
+    """Accepted reference runs that nightly runs are compared with."""
+
+
+@baseline.command("accept")
+@click.argument("run_id", type=int)
+@click.option("--by-class", is_flag=True, help="Make it the baseline of each device's class (target file) instead of the device.")
+@click.option("--force", is_flag=True, help="Replace existing baselines.")
+def baseline_accept(run_id: int, by_class: bool, force: bool) -> None:
+    """Promote every successful result of RUN_ID to baseline."""
+    from pipeline.farm.store import ResultsStore
+
+    with ResultsStore() as store:
+        accepted = store.accept_run_baselines(run_id, by_class=by_class, force=force)
+    for b in accepted:
+        click.echo(f"baseline {b.device_key} / {b.profile_name}: result {b.result_id} (run {run_id})")
+
+
+@baseline.command("show")
+def baseline_show() -> None:
+    """List baselines."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline.farm.store import ResultsStore
+
+    with ResultsStore() as store:
+        baselines = store.list_baselines()
+    table = Table(title="baselines")
+    for column in ("device or class", "profile", "run", "bundle", "p50 ms", "top-1", "accepted"):
+        table.add_column(column)
+    for b in baselines:
+        r = b.result
+        table.add_row(b.device_key, b.profile_name, str(r.run_id), r.bundle_id or "-", "-" if r.p50 is None else f"{r.p50:.3f}", "-" if r.top1 is None else f"{r.top1:.4f}", b.accepted_at)
+    Console().print(table if baselines else "no baselines yet: run `edgeship nightly`, then `edgeship baseline accept RUN`")
+
+
+@main.command()
+@click.argument("run_id", type=int)
+def report(run_id: int) -> None:
+    """Regenerate the JUnit, Markdown and HTML reports of a run."""
+    from pipeline.farm.store import ResultsStore
+    from pipeline.reports.html import write_reports
+
+    with ResultsStore() as store:
+        paths = write_reports(store, run_id)
+    for kind, path in paths.items():
+        click.echo(f"{kind}: {path}")

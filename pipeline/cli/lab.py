@@ -1,0 +1,34 @@
+"""``edgeship lab start|stop``: a farm of real sshd devices on loopback, for nightly runs without hardware."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import click
+
+from pipeline.cli import main
+
+
+@main.group()
+def lab() -> None:
+    """Loopback sshd devices (this host's CPU) for farm and nightly runs without hardware."""
+
+
+@lab.command("start")
+@click.option("--devices", "-n", default=4, show_default=True, help="How many loopback devices.")
+@click.option("--profile", "-p", default=None, help="Build profile the generated inventory deploys.")
+@click.option("--python", default=None, help="Device interpreter (default: .venv-agent, numpy 1.x + tflite-runtime, no TensorFlow).")
+def lab_start(devices: int, profile: Optional[str], python: Optional[str]) -> None:
+    """Start the devices and write results/lab/farm.yaml."""
+    from pipeline.lab.loopback import start_lab
+
+    started = start_lab(devices, python=python, profile=profile)
+    click.echo(f"{len(started.targets)} loopback devices running; inventory: {started.inventory}")
+
+
+@lab.command("stop")
+def lab_stop() -> None:
+    """Stop every loopback device the lab started."""
+    from pipeline.lab.loopback import stop_lab
+
+    click.echo(f"stopped {stop_lab()} loopback devices")

@@ -1,0 +1,44 @@
+"""The nightly job: build (cached) → farm run → regression check → reports → exit code.
+
+Exit codes: 0 all well, 1 a regression, 2 infrastructure failed (devices unreachable or failed)
+with no regression found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from pipeline.farm.inventory import load_inventory
+from pipeline.farm.regression import DEFAULT_POLICY, Policy, RunSummary, Verdict, check_run, summarize
+from pipeline.farm.runner import FarmRun, Listener, run_farm
+from pipeline.farm.store import ResultsStore
+from pipeline.progress import Progress
+
+
+@dataclass
+class NightlyResult:
+    farm: FarmRun
+    verdicts: list[Verdict]
+    summary: RunSummary
+    reports: dict[str, Path]
+
+
+def run_nightly(
+    inventory: str | Path,
+    tags: Sequence[str] = (),
+    profile: Optional[str] = None,
+    store: Optional[ResultsStore] = None,
+    policy: Policy = DEFAULT_POLICY,
+    progress: Optional[Progress] = None,
+    listener: Optional[Listener] = None,
+) -> NightlyResult:
+    from pipeline.reports.html import write_reports
+
+    loaded = load_inventory(inventory, profile_override=profile)
+    store = store or ResultsStore()
+    farm = run_farm(loaded, tags=tags, store=store, progress=progress, listener=listener)
+    verdicts = check_run(store, farm.run_id, policy=policy)
+    reports = write_reports(store, farm.run_id, policy=policy)
+    return NightlyResult(farm=farm, verdicts=verdicts, summary=summarize(verdicts), reports=reports)

@@ -1,0 +1,188 @@
+"""Run a farm: build the bundles needed, then deploy and profile every selected device in parallel.
+
+One host drives the farm through parallel SSH sessions (threads; the work is I/O-bound). A dead,
+flaky or hung device costs at most ``timeout`` x ``1 + retries`` and is recorded with its error;
+it never stops the others. Results are written to the store from this thread only, one transaction
+per device, as each device finishes, so a killed run keeps everything already recorded.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from pipeline.bundle.manifest import read_manifest
+from pipeline.errors import EdgeshipError
+from pipeline.farm.inventory import FarmDevice, LoadedInventory
+from pipeline.farm.store import ResultsStore
+from pipeline.progress import NullProgress, Progress
+
+log = logging.getLogger(__name__)
+
+# (device name, state, detail): states are queued, building, connecting, deploying, profiling,
+# retrying, ok, unreachable, failed, timeout, invalid.
+Listener = Callable[[str, str, str], None]
+
+
+@dataclass
+class DeviceOutcome:
+    device: FarmDevice
+    status: str
+    record: Optional[dict[str, Any]] = None
+    record_path: Optional[Path] = None
+    error: Optional[str] = None
+    attempts: int = 0
+    seconds: float = 0.0
+    result_id: Optional[int] = None
+
+
+@dataclass
+class FarmRun:
+    run_id: int
+    outcomes: list[DeviceOutcome] = field(default_factory=list)
+    bundles: dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class _Unreachable(Exception):
+    """Connecting failed: the device is down, refusing, or not answering."""
+
+
+def _device_target(device: FarmDevice, timeout: float):
+    """The device's target named after the device (so records file under its name) with its
+    command timeout capped by the farm's per-device timeout."""
+    transport = device.target.transport.model_copy(update={"command_timeout": min(device.target.transport.command_timeout, timeout)})
+    return device.target.model_copy(update={"name": device.name, "transport": transport})
+
+
+def _attempt(device: FarmDevice, bundle: Path, timeout: float, notify: Listener) -> DeviceOutcome:
+    from pipeline.deploy import deploy, profile
+    from pipeline.transport import open_transport
+
+    target = _device_target(device, timeout)
+    notify(device.name, "connecting", target.transport.describe())
+    try:
+        transport = open_transport(target)
+    except EdgeshipError as exc:
+        raise _Unreachable(str(exc)) from None
+    try:
+        notify(device.name, "deploying", bundle.name)
+        deploy(target, bundle, transport=transport)
+        notify(device.name, "profiling", bundle.name)
+        run = profile(target, transport=transport, timeout=timeout)
+        return DeviceOutcome(device, "ok", record=run.record, record_path=run.path)
+    finally:
+        transport.close()
+
+
+def _run_device(device: FarmDevice, bundle: Path, timeout: float, retries: int, notify: Listener) -> DeviceOutcome:
+    """Deploy + profile with bounded retries; the outcome of the last attempt is what counts."""
+    started = time.monotonic()
+    outcome = DeviceOutcome(device, "failed", error="not attempted")
+    for attempt in range(1, retries + 2):
+        try:
+            outcome = _attempt(device, bundle, timeout, notify)
+        except _Unreachable as exc:
+            outcome = DeviceOutcome(device, "unreachable", error=str(exc))
+        except EdgeshipError as exc:
+            outcome = DeviceOutcome(device, "failed", error=str(exc))
+        except Exception as exc:  # a bug or a library error must not take the farm down
+            log.exception("device %s failed unexpectedly", device.name)
+            outcome = DeviceOutcome(device, "failed", error=f"{type(exc).__name__}: {exc}")
+        outcome.attempts = attempt
+        if outcome.status == "ok":
+            break
+        if attempt <= retries:
+            notify(device.name, "retrying", f"attempt {attempt} {outcome.status}: {outcome.error}")
+            time.sleep(min(2.0 * attempt, 10.0))
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def build_bundles(profiles: Sequence[str], progress: Progress) -> dict[str, Path]:
+    """Build (or fetch from the cache) one bundle per build profile."""
+    from pipeline.build import build_profile
+
+    bundles = {}
+    for name in dict.fromkeys(profiles):
+        result = build_profile(name, progress=progress)
+        assert result.bundle_dir is not None
+        bundles[name] = result.bundle_dir
+    return bundles
+
+
+def run_farm(
+    loaded: LoadedInventory,
+    tags: Sequence[str] = (),
+    store: Optional[ResultsStore] = None,
+    progress: Optional[Progress] = None,
+    listener: Optional[Listener] = None,
+    bundles: Optional[dict[str, Path]] = None,
+) -> FarmRun:
+    """Deploy and profile every selected device; returns the run id and each device's outcome.
+
+    ``bundles`` maps build profile name to bundle directory; profiles not in it are built first.
+    """
+    progress = progress or NullProgress()
+    notify: Listener = listener or (lambda name, state, detail: log.info("%s: %s %s", name, state, detail))
+    devices = loaded.select(tags)
+    inv = loaded.inventory
+    bundles = dict(bundles or {})
+    missing = [d.profile for d in devices if d.profile not in bundles]
+    bundles.update(build_bundles(missing, progress))
+    store = store or ResultsStore()
+    store.mark_stale_runs_aborted()
+    profiles = sorted({d.profile for d in devices})
+    run_id = store.start_run("farm", inventory=str(loaded.path), profile_name=",".join(profiles))
+    farm = FarmRun(run_id=run_id, bundles=bundles)
+    started = time.monotonic()
+    for name in profiles:
+        store.register_bundle(read_manifest(bundles[name]))
+    for device in devices:
+        store.register_device(device.name, device.device_class, target_file=device.target_path, tags=device.tags, emulated=device.target.emulated)
+        notify(device.name, "queued", device.profile)
+    status = "aborted"
+    pool = cf.ThreadPoolExecutor(max_workers=min(inv.concurrency, len(devices)), thread_name_prefix="farm")
+    try:
+        futures = {pool.submit(_run_device, d, bundles[d.profile], inv.timeout, inv.retries, notify): d for d in devices}
+        # A hung device is given up on after its whole retry budget; its thread ends when the
+        # transport's command timeout (capped at inv.timeout) fires.
+        budget = inv.timeout * (inv.retries + 1) + 30.0 * (inv.retries + 1)
+        deadline = time.monotonic() + budget * max(1, -(-len(devices) // inv.concurrency))
+        pending = set(futures)
+        while pending:
+            done, pending = cf.wait(pending, timeout=max(0.0, deadline - time.monotonic()), return_when=cf.FIRST_COMPLETED)
+            if not done:
+                for future in pending:
+                    device = futures[future]
+                    farm.outcomes.append(_record(store, run_id, DeviceOutcome(device, "timeout", error=f"no answer within {budget:.0f}s"), notify))
+                    future.cancel()
+                break
+            for future in done:
+                farm.outcomes.append(_record(store, run_id, future.result(), notify))
+        status = "finished"
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        store.finish_run(run_id, status)
+    farm.seconds = time.monotonic() - started
+    return farm
+
+
+def _record(store: ResultsStore, run_id: int, outcome: DeviceOutcome, notify: Listener) -> DeviceOutcome:
+    device = outcome.device
+    outcome.result_id = store.record_result(
+        run_id, device.name, device.device_class, device.profile, outcome.status, outcome.record, outcome.record_path, outcome.error,
+        emulated=device.target.emulated, target_file=device.target_path, tags=device.tags,
+    )
+    stored = store.get_result(outcome.result_id)
+    if stored.status != outcome.status:  # e.g. a throttled 'ok' run stored as 'invalid'
+        outcome.status = stored.status
+        outcome.error = stored.error
+    p50 = (outcome.record or {}).get("latency_ms", {}).get("p50")
+    detail = f"p50 {p50:.3f} ms" if outcome.status == "ok" and p50 is not None else (outcome.error or "")
+    notify(device.name, outcome.status, detail)
+    return outcome

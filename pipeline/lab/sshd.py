@@ -1,0 +1,237 @@
+"""A real OpenSSH server on 127.0.0.1: the loopback "device" of the deploy tests and the farm lab.
+
+Throwaway ed25519 host and client keys (ssh-keygen), its own sshd_config (key-only login, internal
+sftp, no PAM), a known_hosts file holding the host key as ``[127.0.0.1]:PORT``, and stop / kill /
+restart. The server runs as the current user (root in CI), so the "device" directory is a plain local
+path the tests can inspect directly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+SSHD = Path("/usr/sbin/sshd")
+SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
+
+
+def sshd_available() -> bool:
+    return SSHD.is_file() and Path(SSH_KEYGEN).is_file()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def keygen(path: Path, comment: str = "edgeship-test") -> Path:
+    """A passphrase-less ed25519 key pair at ``path`` / ``path.pub``."""
+    subprocess.run(
+        [SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+    return path
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    out, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            out.append(child)
+            stack.append(child)
+    return out
+
+
+class SSHServer:
+    def __init__(self, root: Path, user: Optional[str] = None):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.user = user or _current_user()
+        self.port = free_port()
+        self.host_key = keygen(self.root / "ssh_host_ed25519_key", "edgeship-test-host")
+        self.client_key = keygen(self.root / "client_ed25519", "edgeship-test-client")
+        self.authorized_keys = self.root / "authorized_keys"
+        self.authorized_keys.write_text(Path(f"{self.client_key}.pub").read_text())
+        self.config = self.root / "sshd_config"
+        self.log = self.root / "sshd.log"
+        self.pidfile = self.root / "sshd.pid"
+        self.known_hosts = self.root / "known_hosts"
+        self.write_known_hosts()
+        self.config.write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {self.host_key}",
+                    f"PidFile {self.pidfile}",
+                    f"AuthorizedKeysFile {self.authorized_keys}",
+                    "PubkeyAuthentication yes",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PermitRootLogin prohibit-password",
+                    "UsePAM no",
+                    "StrictModes no",
+                    "UseDNS no",
+                    "PrintMotd no",
+                    # the test user's ~/.bashrc may be slow (pyenv init); bash skips it for ssh commands
+                    # when SHLVL says it is not a top-level shell
+                    "SetEnv SHLVL=1",
+                    "MaxStartups 50:30:100",
+                    "MaxSessions 50",
+                    "Subsystem sftp internal-sftp",
+                    "LogLevel VERBOSE",
+                    "",
+                ]
+            )
+        )
+        self.proc: Optional[subprocess.Popen] = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self, timeout: float = 10.0, detach: bool = False) -> "SSHServer":
+        """Start sshd in the foreground of a child process; ``detach`` puts it in its own session
+        so it outlives this process (the lab's servers run until ``edgeship lab stop``)."""
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation directory
+        self.proc = subprocess.Popen(
+            [str(SSHD), "-D", "-f", str(self.config), "-E", str(self.log)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL if detach else subprocess.PIPE,
+            start_new_session=detach,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"sshd exited with {self.proc.returncode}: {self.proc.stderr.read().decode() if self.proc.stderr else ''} "
+                    f"{self.log.read_text() if self.log.exists() else ''}"
+                )
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.settimeout(2)
+                    if sock.recv(64).startswith(b"SSH-"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"sshd did not accept connections on port {self.port} within {timeout} s")
+
+    def kill(self) -> None:
+        """SIGKILL the daemon and every session process it forked (like pulling the plug)."""
+        if self.proc is None:
+            return
+        pids = _descendants(self.proc.pid)
+        for pid in [self.proc.pid, *pids]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(timeout=10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        pids = _descendants(self.proc.pid)
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc = None
+
+    def restart(self) -> "SSHServer":
+        self.stop()
+        return self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    # -- keys --------------------------------------------------------------------------------
+    @property
+    def known_hosts_name(self) -> str:
+        return f"[127.0.0.1]:{self.port}"
+
+    def host_public_key(self) -> str:
+        kind, blob = Path(f"{self.host_key}.pub").read_text().split()[:2]
+        return f"{kind} {blob}"
+
+    def write_known_hosts(self, path: Optional[Path] = None, key_line: Optional[str] = None) -> Path:
+        path = Path(path or self.known_hosts)
+        path.write_text(f"{self.known_hosts_name} {key_line or self.host_public_key()}\n")
+        return path
+
+    def regenerate_host_key(self) -> None:
+        """A new host key (as after reinstalling the device); restart to take effect."""
+        for suffix in ("", ".pub"):
+            Path(f"{self.host_key}{suffix}").unlink()
+        keygen(self.host_key, "edgeship-test-host-new")
+
+    # -- targets -----------------------------------------------------------------------------
+    def target_dict(self, name: str, remote_dir: Path | str, python: str, **overrides: Any) -> dict[str, Any]:
+        transport = {
+            "type": "ssh",
+            "host": "127.0.0.1",
+            "port": self.port,
+            "user": self.user,
+            "key_file": str(self.client_key),
+            "known_hosts": str(self.known_hosts),
+            "host_key_policy": "strict",
+            "connect_timeout": 5,
+            "command_timeout": 120,
+            "keepalive": 5,
+            "retries": 0,
+            "retry_backoff": 0.2,
+        }
+        transport.update(overrides.pop("transport", {}))
+        data: dict[str, Any] = {
+            "name": name,
+            "description": "loopback sshd for tests",
+            "arch": os.uname().machine if os.uname().machine in ("aarch64", "armv7l", "x86_64") else "x86_64",
+            "os": "debian",
+            "cores": 2,
+            "threads": 1,
+            "runtime": "auto",
+            "python": python,
+            "remote_dir": str(remote_dir),
+            "keep_releases": 3,
+            "profiling": {"runs": 5, "min_seconds": 0.0, "warmup": 1},
+            "transport": transport,
+        }
+        data.update(overrides)
+        return data
+
+    def write_target(self, path: Path, name: str, remote_dir: Path | str, python: str, **overrides: Any) -> Path:
+        path = Path(path)
+        path.write_text(yaml.safe_dump(self.target_dict(name, remote_dir, python, **overrides), sort_keys=False))
+        return path
+
+
+def _current_user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
