@@ -33,12 +33,13 @@ def run_nightly(
     policy: Policy = DEFAULT_POLICY,
     progress: Optional[Progress] = None,
     listener: Optional[Listener] = None,
+    bundles: Optional[dict[str, Path]] = None,
 ) -> NightlyResult:
     from pipeline.reports.html import write_reports
 
     loaded = load_inventory(inventory, profile_override=profile)
     store = store or ResultsStore()
-    farm = run_farm(loaded, tags=tags, store=store, progress=progress, listener=listener)
+    farm = run_farm(loaded, tags=tags, store=store, progress=progress, listener=listener, bundles=bundles)
     verdicts = check_run(store, farm.run_id, policy=policy)
     reports = write_reports(store, farm.run_id, policy=policy)
     return NightlyResult(farm=farm, verdicts=verdicts, summary=summarize(verdicts), reports=reports)
