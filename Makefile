@@ -11,9 +11,11 @@ DEB_PACKAGES := dataset-fashion-mnist openssh-server openssh-client
 PROFILE ?= default
 TARGET ?= local
 PYTEST_ARGS ?=
+LAB_DEVICES ?= 4
+INVENTORY ?= results/lab/farm.yaml
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup system-packages agent-venv build deploy profile doctor rollback test bench clean
+.PHONY: setup system-packages agent-venv build deploy profile doctor rollback nightly lab-start lab-stop test bench clean
 
 setup: $(STAMP)
 
@@ -57,6 +59,19 @@ doctor: setup
 
 rollback: setup
 	$(EDGESHIP) rollback $(TARGET)
+
+# Nightly without hardware: loopback sshd devices (results/lab/farm.yaml) unless INVENTORY names your farm.
+# Exit code: 0 all well, 1 regression, 2 devices unreachable with no regression.
+nightly: setup agent-venv
+	@if [ "$(INVENTORY)" = "results/lab/farm.yaml" ]; then $(EDGESHIP) lab start --devices $(LAB_DEVICES); fi
+	$(EDGESHIP) nightly --inventory $(INVENTORY); status=$$?; \
+	if [ "$(INVENTORY)" = "results/lab/farm.yaml" ]; then $(EDGESHIP) lab stop; fi; exit $$status
+
+lab-start: setup agent-venv
+	$(EDGESHIP) lab start --devices $(LAB_DEVICES)
+
+lab-stop: setup
+	$(EDGESHIP) lab stop
 
 test: setup agent-venv
 	$(PY) -m pytest $(PYTEST_ARGS)
