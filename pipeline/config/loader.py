@@ -16,6 +16,19 @@ from pipeline.errors import ConfigError
 M = TypeVar("M", bound=BaseModel)
 
 
+def resolve_named_yaml(name_or_path: str | Path, folder: Path, what: str, hint: str) -> Path:
+    """``quick``, ``quick.yaml`` or a path: a bare name means ``folder/<name>.yaml``, which must exist."""
+    text = str(name_or_path)
+    candidate = Path(text)
+    if candidate.suffix in (".yaml", ".yml") or candidate.parent != Path("."):
+        return candidate
+    builtin = folder / f"{text}.yaml"
+    if builtin.is_file():
+        return builtin
+    known = sorted(p.stem for p in folder.glob("*.yaml"))
+    raise ConfigError(f"No {what} named '{text}': there is no file {builtin}. Known {what}s: {', '.join(known) or '(none)'}; {hint}")
+
+
 def read_yaml(path: Path, what: str) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():

@@ -11,8 +11,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipeline.config.loader import load_model
-from pipeline.errors import ConfigError
+from pipeline.config.loader import load_model, resolve_named_yaml
 from pipeline.paths import builtin_profiles_dir
 
 
@@ -143,14 +142,7 @@ class BuildProfile(Strict):
 
 def resolve_profile_path(name_or_path: str) -> Path:
     """Accept ``quick``, ``quick.yaml`` or a path, so ``make build PROFILE=quick`` just works."""
-    candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") or candidate.parent != Path("."):
-        return candidate
-    builtin = builtin_profiles_dir() / f"{name_or_path}.yaml"
-    if builtin.is_file():
-        return builtin
-    known = sorted(p.stem for p in builtin_profiles_dir().glob("*.yaml"))
-    raise ConfigError(f"No build profile named '{name_or_path}'. Known profiles: {', '.join(known)}; or pass a path to a YAML file.")
+    return resolve_named_yaml(name_or_path, builtin_profiles_dir(), "profile", "or pass a path to a YAML file.")
 
 
 def load_profile(name_or_path: str | Path) -> BuildProfile:

@@ -20,7 +20,7 @@ from typing import Annotated, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import InitErrorDetails
 
-from pipeline.config.loader import describe_validation_error, read_yaml
+from pipeline.config.loader import describe_validation_error, read_yaml, resolve_named_yaml
 from pipeline.errors import ConfigError
 from pipeline.paths import builtin_targets_dir
 
@@ -174,17 +174,9 @@ class TargetConfig(Strict):
 
 def resolve_target_path(name_or_path: str | Path) -> Path:
     """Accept ``rpi4``, ``rpi4.yaml`` or a path to any YAML file."""
-    text = str(name_or_path)
-    candidate = Path(text)
-    if candidate.suffix in (".yaml", ".yml") or candidate.parent != Path("."):
-        return candidate
-    builtin = builtin_targets_dir() / f"{text}.yaml"
-    if builtin.is_file():
-        return builtin
-    known = sorted(p.stem for p in builtin_targets_dir().glob("*.yaml"))
-    raise ConfigError(
-        f"No target named '{text}': there is no file {builtin}. Known targets: {', '.join(known) or '(none)'}; "
-        "or pass a path to a target YAML file (copy one of targets/*.yaml to add a device)."
+    return resolve_named_yaml(
+        name_or_path, builtin_targets_dir(), "target",
+        "or pass a path to a target YAML file (copy one of targets/*.yaml to add a device).",
     )
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from pipeline.errors import DeployError
+from pipeline.fsutil import atomic_write_bytes
 from pipeline.transport.base import (
     CommandTimeout,
     ProgressCallback,
@@ -99,18 +100,7 @@ def _atomic_append_known_host(path: Path, line: str) -> None:
             mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o600
             if existing and not existing.endswith("\n"):
                 existing += "\n"
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    handle.write(existing + line)
-                    handle.flush()
-                    os.fchmod(handle.fileno(), mode)
-                    os.fsync(handle.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
+            atomic_write_bytes(path, (existing + line).encode("utf-8"), mode=mode)
         finally:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 

@@ -12,7 +12,8 @@ from pipeline.config.target import TargetConfig, load_target
 from pipeline.errors import ConfigError
 from pipeline.paths import builtin_targets_dir
 
-SHIPPED = sorted(p.stem for p in builtin_targets_dir().glob("*.yaml"))
+# targets/farm.yaml is the example farm inventory (tests/farm checks it), not a target.
+SHIPPED = sorted(p.stem for p in builtin_targets_dir().glob("*.yaml") if p.stem != "farm")
 
 
 def test_the_documented_targets_ship():

@@ -174,3 +174,9 @@ def test_killed_farm_run_leaves_store_usable_ssh(farm, tiny_bundle_int8: Path, t
         again = run_farm(load_inventory(inventory), store=store, bundles={"tiny": tiny_bundle_int8})
         assert all(o.status == "ok" for o in again.outcomes)
         assert store.get_run(killed.id).status == "aborted"
+
+
+def test_example_inventory_loads() -> None:
+    loaded = load_inventory(PROJECT_ROOT / "targets" / "farm.yaml")
+    assert {d.device_class for d in loaded.devices} >= {"rpi4", "android-termux"}
+    assert [d.name for d in loaded.select(["rpi4"])] == ["pi4-bench-01", "pi4-bench-02"]
