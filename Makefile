@@ -15,7 +15,7 @@ LAB_DEVICES ?= 4
 INVENTORY ?= results/lab/farm.yaml
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup system-packages agent-venv build deploy profile doctor rollback nightly lab-start lab-stop test bench clean
+.PHONY: setup system-packages agent-venv build deploy profile doctor rollback nightly lab-start lab-stop emu-device emu-stop emu-status test-arm test bench clean
 
 setup: $(STAMP)
 
@@ -73,11 +73,27 @@ lab-start: setup agent-venv
 lab-stop: setup
 	$(EDGESHIP) lab stop
 
+# Emulated Raspberry Pi (arm64 Debian under qemu-user, target emu-rpi4); needs root. The first run
+# builds the rootfs (~4 min) and caches it under results/emu/.
+emu-device: setup
+	$(EDGESHIP) emu start
+
+emu-stop: setup
+	$(EDGESHIP) emu stop
+
+emu-status: setup
+	$(EDGESHIP) emu status
+
+test-arm: setup agent-venv
+	$(PY) -m pytest -m arm $(PYTEST_ARGS)
+
 test: setup agent-venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup agent-venv
 	$(PY) -m pipeline.bench
 
+# Stop the emulated device first: while it runs, the host's /dev is bind-mounted inside results/emu.
 clean:
-	rm -rf results
+	-@[ -x $(EDGESHIP) ] && $(EDGESHIP) emu stop >/dev/null 2>&1; true
+	rm -rf --one-file-system results

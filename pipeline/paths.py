@@ -35,3 +35,8 @@ def builtin_profiles_dir() -> Path:
 
 def builtin_targets_dir() -> Path:
     return PROJECT_ROOT / "targets"
+
+
+def generated_targets_dir() -> Path:
+    """Targets written by edgeship itself while the device they describe runs (``edgeship emu start``)."""
+    return results_dir() / "emu" / "targets"

@@ -22,7 +22,7 @@ from pydantic_core import InitErrorDetails
 
 from pipeline.config.loader import describe_validation_error, read_yaml, resolve_named_yaml
 from pipeline.errors import ConfigError
-from pipeline.paths import builtin_targets_dir
+from pipeline.paths import builtin_targets_dir, generated_targets_dir
 
 RUNTIMES: tuple[str, ...] = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 HOST_PYTHON = "host"
@@ -173,10 +173,16 @@ class TargetConfig(Strict):
 
 
 def resolve_target_path(name_or_path: str | Path) -> Path:
-    """Accept ``rpi4``, ``rpi4.yaml`` or a path to any YAML file."""
+    """Accept ``rpi4``, ``rpi4.yaml`` or a path to any YAML file. A bare name that is not in targets/
+    may be a target edgeship wrote while its device runs (``emu-rpi4``: ``edgeship emu start``)."""
+    text = str(name_or_path)
+    generated = generated_targets_dir() / f"{text}.yaml"
+    if Path(text).name == text and not (builtin_targets_dir() / f"{text}.yaml").is_file() and generated.is_file():
+        return generated
     return resolve_named_yaml(
         name_or_path, builtin_targets_dir(), "target",
-        "or pass a path to a target YAML file (copy one of targets/*.yaml to add a device).",
+        "or pass a path to a target YAML file (copy one of targets/*.yaml to add a device). The emulated "
+        "Raspberry Pi's target emu-rpi4 exists only while it runs: start it with `sudo edgeship emu start`.",
     )
 
 

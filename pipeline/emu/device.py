@@ -1,0 +1,382 @@
+"""Run the emulated Raspberry Pi: its own aarch64 sshd, chrooted into the cached rootfs, on loopback.
+
+``start`` binds /proc, /sys, /dev and /dev/pts into the rootfs, makes throwaway ed25519 host and
+client keys, launches ``chroot ROOTFS /usr/sbin/sshd -D`` (aarch64 code, run by qemu through
+binfmt_misc) on a free 127.0.0.1 port, and writes a target file (``results/emu/targets/emu-rpi4.yaml``)
+whose known_hosts holds exactly that host key, checked strictly. ``stop`` ends sshd and every
+process running inside the rootfs, unmounts the binds in reverse order and removes the run files;
+the rootfs stays cached.
+
+Latency measured here is emulation (qemu translating ARM code on an x86 CPU): it says nothing about
+a Raspberry Pi's speed. The target says ``emulated: true`` so every profile record carries that.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import yaml
+
+from pipeline.emu import host, mounts
+from pipeline.emu.layout import (
+    DEVICE_AUTHORIZED_KEYS,
+    DEVICE_ETC,
+    DEVICE_HOST_KEY,
+    DEVICE_SSHD_CONFIG,
+    DEVICE_USER,
+    TARGET_NAME,
+    EmuLayout,
+)
+from pipeline.emu.rootfs import CHROOT_ENV, HOSTNAME, cached_image, leftovers, read_stamp, remove_leftovers
+from pipeline.errors import EdgeshipError
+from pipeline.fsutil import atomic_write_json, atomic_write_text
+
+Log = Callable[[str], None]
+LOOPBACK = "127.0.0.1"
+START_TIMEOUT = 90.0  # sshd under emulation needs a few seconds; a loaded CI machine more
+LATENCY_WARNING = (
+    "EMULATED device (qemu-user aarch64 on an x86_64 host): predictions and accuracy are real ARM results, "
+    "but latency numbers are emulation and are NOT Raspberry Pi timings."
+)
+
+
+@dataclass
+class DeviceStatus:
+    """What is running, where, and what is wrong if it is half up."""
+
+    running: bool
+    root: Path
+    rootfs: Path
+    image: Optional[dict[str, Any]] = None
+    pid: Optional[int] = None
+    port: Optional[int] = None
+    started_at: Optional[str] = None
+    target_file: Optional[Path] = None
+    known_hosts: Optional[Path] = None
+    client_key: Optional[Path] = None
+    mounts: list[str] = field(default_factory=list)
+    processes: list[int] = field(default_factory=list)
+    binfmt: dict[str, Optional[str]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def target_name(self) -> str:
+        return TARGET_NAME
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["target_name"] = TARGET_NAME
+        return json.loads(json.dumps(data, default=str))
+
+
+# -- public API ----------------------------------------------------------------------------------
+def start(layout: Optional[EmuLayout] = None, log: Log = lambda _: None) -> DeviceStatus:
+    """Start the device (or return the running one); the image must have been built."""
+    layout = layout or EmuLayout.default()
+    current = status(layout)
+    if current.running:
+        log(f"already running: sshd pid {current.pid} on {LOOPBACK}:{current.port}")
+        return current
+    host.require_root("Starting the emulated Raspberry Pi")
+    with layout.locked(log):
+        current = status(layout)
+        if current.running:  # started by another command while we waited for the lock
+            return current
+        if cached_image(layout) is None:
+            raise EdgeshipError(
+                f"There is no built emulated Raspberry Pi under {layout.image} (or it is from an older recipe). "
+                "Build it first with `edgeship emu build` (several minutes, once)."
+            )
+        host.prepare_host("Starting the emulated Raspberry Pi", log)
+        _teardown(layout, log)  # leftovers of a run that crashed or of a reboot
+        _write_keys(layout)
+        mounts.bind_system_dirs(layout.rootfs)
+        try:
+            proc, port = _launch_sshd(layout, log)
+            state = {"pid": proc.pid, "pid_start": _start_ticks(proc.pid), "port": port, "started_at": _now()}
+            atomic_write_json(layout.state, state)
+            _write_known_hosts(layout, port)
+            _write_target(layout, port)
+        except BaseException:
+            _teardown(layout, log)
+            raise
+        log(f"{TARGET_NAME} is up: aarch64 sshd pid {proc.pid} on {LOOPBACK}:{port}, target {layout.target_file}")
+        return status(layout)
+
+
+def stop(layout: Optional[EmuLayout] = None, log: Log = lambda _: None) -> DeviceStatus:
+    """Stop sshd and everything running inside the rootfs, unmount the binds, remove what a killed
+    build left behind; keep the finished rootfs."""
+    layout = layout or EmuLayout.default()
+    found = status(layout)
+    if not (layout.state.exists() or found.mounts or found.processes or leftovers(layout)):
+        return found  # nothing to stop
+    host.require_root("Stopping the emulated Raspberry Pi")
+    with layout.locked(log):
+        _teardown(layout, log)
+        remove_leftovers(layout, log)
+        return status(layout)
+
+
+def status(layout: Optional[EmuLayout] = None) -> DeviceStatus:
+    """Read-only: is sshd alive and answering, what is mounted, what the image is."""
+    layout = layout or EmuLayout.default()
+    found = DeviceStatus(running=False, root=layout.root, rootfs=layout.rootfs, image=read_stamp(layout))
+    found.binfmt = host.binfmt_state()
+    found.mounts = [str(p) for p in mounts.mounts_under(layout.rootfs)] if layout.rootfs.exists() else []
+    found.processes = mounts.processes_in(layout.rootfs)
+    if layout.busy():
+        found.problems.append("another `edgeship emu` command (a build?) is running right now")
+    else:
+        for stale in leftovers(layout):
+            found.problems.append(f"{stale} is left from a killed build; `edgeship emu stop` (or the next build) removes it")
+    state = _read_state(layout)
+    if state is None:
+        if found.mounts or found.processes:
+            found.problems.append("leftovers of an earlier run (mounts or processes); `edgeship emu stop` cleans them up")
+        return found
+    found.pid, found.port, found.started_at = state.get("pid"), state.get("port"), state.get("started_at")
+    found.target_file = layout.target_file if layout.target_file.exists() else None
+    found.known_hosts, found.client_key = layout.known_hosts, layout.client_key
+    if not _same_process(state):
+        found.problems.append(f"sshd (pid {found.pid}) is no longer running; `edgeship emu start` restarts it")
+    elif not _answers_ssh(found.port):
+        found.problems.append(f"sshd (pid {found.pid}) runs but does not answer on {LOOPBACK}:{found.port}")
+    else:
+        found.running = True
+    if found.binfmt.get("enabled") != "yes":
+        found.running = False
+        found.problems.append("the binfmt_misc handler for aarch64 is gone (after a reboot?); `edgeship emu start` registers it")
+    return found
+
+
+# -- processes -----------------------------------------------------------------------------------
+def _start_ticks(pid: int) -> Optional[int]:
+    """Process start time (clock ticks since boot): tells our sshd from a later process with its PID."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _same_process(state: dict[str, Any]) -> bool:
+    pid = state.get("pid")
+    return isinstance(pid, int) and _start_ticks(pid) is not None and _start_ticks(pid) == state.get("pid_start")
+
+
+def _teardown(layout: EmuLayout, log: Log) -> None:
+    """End sshd and everything inside the rootfs, unmount in reverse order, delete the run files."""
+    state = _read_state(layout)
+    ours = [state["pid"]] if state and _same_process(state) else []
+    mounts.end_processes(layout.rootfs, ours, log)
+    if layout.rootfs.exists():
+        for point in mounts.unbind_all(layout.rootfs):
+            log(f"unmounted {point}")
+    for path in (layout.target_file, layout.state, layout.known_hosts, layout.client_key, Path(f"{layout.client_key}.pub")):
+        path.unlink(missing_ok=True)
+    if layout.rootfs.exists():
+        layout.in_rootfs(DEVICE_HOST_KEY).unlink(missing_ok=True)
+        layout.in_rootfs(DEVICE_AUTHORIZED_KEYS).unlink(missing_ok=True)
+
+
+# -- keys and sshd -------------------------------------------------------------------------------
+def _ed25519_pair(comment: str) -> tuple[bytes, str]:
+    """A fresh ed25519 key: OpenSSH private key bytes and the ``ssh-ed25519 AAAA... comment`` line."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    return private, f"{public} {comment}"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _write_keys(layout: EmuLayout) -> None:
+    """New host key inside the rootfs, new client key on the host, authorized_keys inside the rootfs."""
+    host_private, host_public = _ed25519_pair(f"{TARGET_NAME}-host")
+    client_private, client_public = _ed25519_pair(f"edgeship-{TARGET_NAME}-client")
+    etc = layout.in_rootfs(DEVICE_ETC)
+    etc.mkdir(mode=0o755, parents=True, exist_ok=True)
+    _write_private(layout.in_rootfs(DEVICE_HOST_KEY), host_private)
+    atomic_write_text(Path(f"{layout.in_rootfs(DEVICE_HOST_KEY)}.pub"), host_public + "\n")
+    atomic_write_text(layout.in_rootfs(DEVICE_AUTHORIZED_KEYS), client_public + "\n")
+    _write_private(layout.client_key, client_private)
+    atomic_write_text(Path(f"{layout.client_key}.pub"), client_public + "\n")
+
+
+def sshd_config(port: int) -> str:
+    """Key-only root login on loopback; no PAM (nothing to configure inside the chroot)."""
+    return "\n".join(
+        [
+            f"# written by `edgeship emu start`; {LATENCY_WARNING}",
+            f"Port {port}",
+            f"ListenAddress {LOOPBACK}",
+            f"HostKey {DEVICE_HOST_KEY}",
+            "PidFile none",
+            f"AuthorizedKeysFile {DEVICE_AUTHORIZED_KEYS}",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PermitRootLogin prohibit-password",
+            "UsePAM no",
+            "UseDNS no",
+            "PrintMotd no",
+            "PrintLastLog no",
+            "MaxStartups 50:30:100",
+            "MaxSessions 50",
+            "Subsystem sftp internal-sftp",
+            "LogLevel INFO",
+            "",
+        ]
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+# In its own UTS namespace the device has its own host name (profile records show emu-rpi4, not the
+# host's name). A fixed script with positional parameters: no path is ever interpolated into shell code.
+_SSHD_SCRIPT = 'hostname "$1" && exec chroot "$2" /usr/sbin/sshd -D -e -f "$3"'
+
+
+def sshd_argv(rootfs: Path) -> list[str]:
+    """``unshare --uts`` + ``chroot ROOTFS /usr/sbin/sshd -D``; sshd ends up with this process's PID."""
+    return ["unshare", "--uts", "sh", "-c", _SSHD_SCRIPT, "sh", HOSTNAME, str(rootfs), DEVICE_SSHD_CONFIG]
+
+
+def _launch_sshd(layout: EmuLayout, log: Log, attempts: int = 3) -> tuple[subprocess.Popen, int]:
+    """Start the rootfs's sshd on a free port (another free port if that one was taken meanwhile)."""
+    for attempt in range(attempts):
+        port = free_port()
+        atomic_write_text(layout.in_rootfs(DEVICE_SSHD_CONFIG), sshd_config(port))
+        layout.in_rootfs("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
+        log(f"starting the aarch64 sshd under qemu on {LOOPBACK}:{port}")
+        with open(layout.sshd_log, "ab") as out:
+            proc = subprocess.Popen(
+                sshd_argv(layout.rootfs),
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=CHROOT_ENV,
+                start_new_session=True,  # survives the edgeship command that started it
+            )  # fmt: skip
+        problem = _wait_for_banner(proc, port, layout.sshd_log, START_TIMEOUT)
+        if problem is None:
+            return proc, port
+        proc.kill()
+        proc.wait(timeout=10)
+        if "Address already in use" not in problem or attempt + 1 == attempts:
+            raise EdgeshipError(f"The emulated device's sshd did not start: {problem}")
+    raise AssertionError("unreachable")
+
+
+def _wait_for_banner(proc: subprocess.Popen, port: int, log_file: Path, timeout: float) -> Optional[str]:
+    """None once sshd greets with ``SSH-``; otherwise what went wrong."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return f"it exited with code {proc.returncode}; its log {log_file} ends with:\n{_tail(log_file)}"
+        if _answers_ssh(port, timeout=2.0):
+            return None
+        time.sleep(0.2)
+    return f"it did not answer on {LOOPBACK}:{port} within {timeout:.0f} s; log {log_file}:\n{_tail(log_file)}"
+
+
+def _answers_ssh(port: Optional[int], timeout: float = 10.0) -> bool:
+    if not port:
+        return False
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def _tail(path: Path, lines: int = 10) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# -- files for the host side ---------------------------------------------------------------------
+def _write_known_hosts(layout: EmuLayout, port: int) -> None:
+    kind, blob = Path(f"{layout.in_rootfs(DEVICE_HOST_KEY)}.pub").read_text().split()[:2]
+    atomic_write_text(layout.known_hosts, f"[{LOOPBACK}]:{port} {kind} {blob}\n")
+
+
+def target_dict(layout: EmuLayout, port: int) -> dict[str, Any]:
+    """The generated target: an aarch64 Debian device reached over SSH with strict host keys."""
+    cores = os.cpu_count() or 1
+    return {
+        "name": TARGET_NAME,
+        "description": "Emulated Raspberry Pi: arm64 Debian bookworm under qemu-user; latency is NOT a Raspberry Pi timing",
+        "arch": "aarch64",
+        "os": "debian",
+        "cores": cores,
+        "threads": min(4, cores),
+        "runtime": ["tflite_runtime"],
+        "python": "python3",
+        "remote_dir": "edgeship",
+        "default_profile": "default",
+        "emulated": True,
+        "keep_releases": 3,
+        "profiling": {"runs": 20, "min_seconds": 0.5, "warmup": 2},
+        "transport": {
+            "type": "ssh",
+            "host": LOOPBACK,
+            "port": port,
+            "user": DEVICE_USER,
+            "key_file": str(layout.client_key.resolve()),
+            "known_hosts": str(layout.known_hosts.resolve()),
+            "host_key_policy": "strict",
+            "connect_timeout": 30,
+            "command_timeout": 1800,  # python3 + numpy + tflite start slowly under emulation
+            "keepalive": 15,
+            "retries": 2,
+            "retry_backoff": 1.0,
+        },
+    }
+
+
+def _write_target(layout: EmuLayout, port: int) -> None:
+    """Validated against the target schema before it is written, so a deploy never meets a bad file."""
+    from pipeline.config.target import parse_target
+
+    data = target_dict(layout, port)
+    parse_target(data, f"generated target {layout.target_file}")
+    header = (
+        f"# Generated by `edgeship emu start` at {_now()}; removed by `edgeship emu stop`. Do not edit.\n"
+        f"# {LATENCY_WARNING}\n"
+    )
+    atomic_write_text(layout.target_file, header + yaml.safe_dump(data, sort_keys=False))
+
+
+def _read_state(layout: EmuLayout) -> Optional[dict[str, Any]]:
+    try:
+        data = json.loads(layout.state.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

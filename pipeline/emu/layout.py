@@ -1,0 +1,125 @@
+"""Where the emulated Raspberry Pi keeps its files on the host: everything under ``results/emu/``.
+
+    results/emu/
+      image/              the finished build (renamed into place only when complete)
+        rootfs/           arm64 Debian bookworm root filesystem
+        build.json        stamp: recipe, package versions, wheel, build time
+      downloads/          the tflite-runtime aarch64 wheel fetched on the host
+      build.log           output of the last build (debootstrap, verification)
+      run/                only while the device runs: throwaway keys, known_hosts, state.json, sshd.log
+      targets/            the generated target file ``emu-rpi4.yaml`` (only while the device runs)
+      .lock               serialises build / start / stop
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+from pipeline.paths import results_dir
+
+#: the target name ``edgeship deploy`` uses for the emulated device
+TARGET_NAME = "emu-rpi4"
+
+#: files of the device's own sshd, as seen from inside the root filesystem
+DEVICE_ETC = "/etc/edgeship"
+DEVICE_SSHD_CONFIG = f"{DEVICE_ETC}/sshd_config"
+DEVICE_HOST_KEY = f"{DEVICE_ETC}/ssh_host_ed25519_key"
+DEVICE_AUTHORIZED_KEYS = f"{DEVICE_ETC}/authorized_keys"
+DEVICE_USER = "root"
+
+
+@dataclass(frozen=True)
+class EmuLayout:
+    """Paths of one emulated-device home (``results/emu`` unless a test chooses another)."""
+
+    root: Path
+
+    @classmethod
+    def default(cls, root: Optional[Path] = None) -> "EmuLayout":
+        return cls(Path(root) if root is not None else results_dir() / "emu")
+
+    @property
+    def image(self) -> Path:
+        return self.root / "image"
+
+    @property
+    def rootfs(self) -> Path:
+        return self.image / "rootfs"
+
+    @property
+    def stamp(self) -> Path:
+        return self.image / "build.json"
+
+    @property
+    def downloads(self) -> Path:
+        return self.root / "downloads"
+
+    @property
+    def build_log(self) -> Path:
+        return self.root / "build.log"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def state(self) -> Path:
+        return self.run / "state.json"
+
+    @property
+    def client_key(self) -> Path:
+        return self.run / "client_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.run / "known_hosts"
+
+    @property
+    def sshd_log(self) -> Path:
+        return self.run / "sshd.log"
+
+    @property
+    def targets(self) -> Path:
+        return self.root / "targets"
+
+    @property
+    def target_file(self) -> Path:
+        return self.targets / f"{TARGET_NAME}.yaml"
+
+    def in_rootfs(self, device_path: str, rootfs: Optional[Path] = None) -> Path:
+        """The host path of ``device_path`` (absolute, as seen inside the device)."""
+        return (rootfs or self.rootfs) / device_path.lstrip("/")
+
+    def busy(self) -> bool:
+        """True while another build/start/stop holds the lock (its half-built files are not leftovers)."""
+        try:
+            fd = os.open(self.root / ".lock", os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def locked(self, log: Callable[[str], None] = lambda _: None) -> Iterator[None]:
+        """One build/start/stop at a time: they share one root filesystem and its mounts."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log(f"waiting for another `edgeship emu` command (lock {self.root / '.lock'})")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)

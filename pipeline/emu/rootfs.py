@@ -1,0 +1,340 @@
+"""Build (once) the arm64 Debian bookworm root filesystem of the emulated Raspberry Pi.
+
+It carries the software stack of 64-bit Raspberry Pi OS bookworm: Debian's python3 (3.11) and
+python3-numpy (1.24), the tflite-runtime 2.14 aarch64 wheel, and openssh-server. Steps:
+
+1. ``debootstrap --foreign --arch=arm64`` (host side: download and unpack);
+2. ``chroot ROOTFS /debootstrap/debootstrap --second-stage`` (runs aarch64 dpkg under qemu);
+3. the wheel, fetched on the host with ``pip download --platform manylinux_2_34_aarch64``, is
+   unpacked into /usr/local/lib/python3.11/dist-packages (exactly what pip would put there);
+4. ``python3`` inside the rootfs imports numpy and tflite_runtime under emulation and reports
+   versions, which go into the stamp ``build.json``.
+
+Everything is built in ``results/emu/.image-*.partial`` and renamed to ``results/emu/image`` only
+when all steps passed, so an interrupted build never looks finished.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from pipeline.emu import host, mounts
+from pipeline.emu.layout import EmuLayout
+from pipeline.errors import EdgeshipError
+from pipeline.fsutil import atomic_write_json, canonical_json, sha256_bytes, sha256_file
+
+Log = Callable[[str], None]
+
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+#: what is built; a change here makes the next build replace the cached image
+RECIPE: dict[str, Any] = {
+    "recipe_version": 1,
+    "suite": "bookworm",
+    "arch": "arm64",
+    "variant": "minbase",
+    "packages": ["python3", "python3-numpy", "openssh-server", "libstdc++6"],
+    "wheel": {
+        "requirement": "tflite-runtime==2.14.0",
+        "platform": "manylinux_2_34_aarch64",  # the only aarch64 tag PyPI has for 2.14.0 (needs glibc >= 2.34; bookworm has 2.36)
+        "python_version": "3.11",
+        "abi": "cp311",
+    },
+}
+SITE_PACKAGES = "/usr/local/lib/python3.11/dist-packages"
+HOSTNAME = "emu-rpi4"
+CHROOT_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+    "HOME": "/root",
+    "DEBIAN_FRONTEND": "noninteractive",
+}
+# Runs inside the rootfs under emulation: proves the stack imports and runs an interpreter.
+_PROBE = """
+import json, platform, numpy, tflite_runtime
+from tflite_runtime.interpreter import Interpreter
+print(json.dumps({"machine": platform.machine(), "python": platform.python_version(),
+                  "numpy": numpy.__version__, "tflite_runtime": tflite_runtime.__version__}))
+"""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """A finished image: where it is and what its stamp says."""
+
+    rootfs: Path
+    stamp: dict[str, Any]
+    cached: bool  # True when nothing was built this time
+
+    @property
+    def build_seconds(self) -> Optional[float]:
+        return self.stamp.get("build_seconds")
+
+
+def recipe_id() -> str:
+    return sha256_bytes(canonical_json(RECIPE).encode())[:16]
+
+
+def read_stamp(layout: EmuLayout) -> Optional[dict[str, Any]]:
+    """The stamp of the finished image, or None when there is none (or it is unreadable)."""
+    try:
+        data = json.loads(layout.stamp.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def cached_image(layout: EmuLayout) -> Optional[ImageInfo]:
+    """The finished image if it matches the current recipe."""
+    stamp = read_stamp(layout)
+    if stamp and stamp.get("recipe_id") == recipe_id() and layout.rootfs.is_dir():
+        return ImageInfo(layout.rootfs, stamp, cached=True)
+    return None
+
+
+def build_image(
+    layout: Optional[EmuLayout] = None,
+    *,
+    mirror: str = DEFAULT_MIRROR,
+    rebuild: bool = False,
+    log: Log = lambda _: None,
+) -> ImageInfo:
+    """The cached image, or build it (several minutes: the second stage runs under emulation)."""
+    layout = layout or EmuLayout.default()
+    found = cached_image(layout)
+    if found and not rebuild:
+        return found
+    host.require_root("Building the emulated Raspberry Pi")
+    with layout.locked(log):
+        found = cached_image(layout)
+        if found and not rebuild:  # built by another command while we waited for the lock
+            return found
+        if layout.image.exists() and mounts.mounts_under(layout.image):  # the device is running from it
+            raise EdgeshipError(
+                f"The emulated device is running from {layout.rootfs}; stop it (`edgeship emu stop`) before rebuilding."
+            )
+        host.prepare_host("Building the emulated Raspberry Pi", log)
+        remove_leftovers(layout, log)
+        started = time.monotonic()
+        wheel = fetch_wheel(layout.downloads, log)
+        check_mirror(mirror)
+        partial = Path(tempfile.mkdtemp(prefix=".image-", suffix=".partial", dir=layout.root))
+        try:
+            stamp = _build_into(partial, wheel, mirror, layout.build_log, log)
+            stamp["build_seconds"] = round(time.monotonic() - started, 1)
+            atomic_write_json(partial / "build.json", stamp)
+            _swap_into_place(partial, layout.image)
+        except BaseException:
+            mounts.remove_tree(partial)
+            raise
+        log(f"built {layout.rootfs} in {stamp['build_seconds']:.0f} s")
+        return ImageInfo(layout.rootfs, stamp, cached=False)
+
+
+def _build_into(partial: Path, wheel: Path, mirror: str, build_log: Path, log: Log) -> dict[str, Any]:
+    rootfs = partial / "rootfs"
+    build_log.parent.mkdir(parents=True, exist_ok=True)
+    build_log.write_text(f"# edgeship emu build {_now()}\n")
+    log(f"debootstrap (first stage) of Debian {RECIPE['suite']} arm64 from {mirror}; log: {build_log}")
+    _run(_debootstrap_argv(rootfs, mirror), build_log, "debootstrap --foreign", timeout=3600)
+    shutil.copy2(host.QEMU, rootfs / "usr/bin" / host.QEMU.name)  # for binfmt handlers without the F flag
+    log("debootstrap second stage under qemu-aarch64 (the slow part)")
+    second_stage = ["chroot", str(rootfs), "/debootstrap/debootstrap", "--second-stage"]
+    _run(second_stage, build_log, "debootstrap --second-stage", timeout=7200, env=CHROOT_ENV)
+    mounts.unbind_all(rootfs)  # the second stage mounts /proc and /sys itself; be sure they are gone
+    log(f"installing {wheel.name} into {SITE_PACKAGES}")
+    install_wheel(wheel, rootfs)
+    _configure(rootfs)
+    log("checking python3, numpy and tflite_runtime inside the rootfs (under emulation)")
+    versions = probe(rootfs, build_log)
+    return {
+        "recipe_id": recipe_id(),
+        "recipe": RECIPE,
+        "mirror": mirror,
+        "built_at": _now(),
+        "wheel": {"file": wheel.name, "sha256": sha256_file(wheel)},
+        "versions": versions,
+        "debian_packages": dpkg_versions(rootfs, ["python3", "python3-numpy", "openssh-server", "libc6"]),
+    }
+
+
+def _debootstrap_argv(rootfs: Path, mirror: str) -> list[str]:
+    return [
+        str(host.DEBOOTSTRAP),
+        "--foreign",
+        f"--arch={RECIPE['arch']}",
+        f"--variant={RECIPE['variant']}",
+        f"--include={','.join(RECIPE['packages'])}",
+        RECIPE["suite"],
+        str(rootfs),
+        mirror,
+    ]
+
+
+def _run(argv: list[str], build_log: Path, what: str, timeout: float, env: Optional[dict[str, str]] = None) -> None:
+    """Run a build step with its output appended to the build log; a failure quotes the log's tail."""
+    with open(build_log, "a") as out:
+        out.write(f"\n$ {' '.join(argv)}\n")
+        out.flush()
+        try:
+            result = subprocess.run(
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            raise EdgeshipError(f"{what} did not finish within {timeout:.0f} s; see {build_log}.") from None
+    if result.returncode != 0:
+        raise EdgeshipError(f"{what} failed (exit code {result.returncode}). Last lines of {build_log}:\n{_tail(build_log)}")
+
+
+def _tail(path: Path, lines: int = 12) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def fetch_wheel(downloads: Path, log: Log) -> Path:
+    """The tflite-runtime aarch64 wheel for Python 3.11, downloaded once on the host with pip."""
+    spec = RECIPE["wheel"]
+    name, version = spec["requirement"].split("==")
+    pattern = f"{name.replace('-', '_')}-{version}-{spec['abi']}-{spec['abi']}-*aarch64.whl"
+    found = sorted(downloads.glob(pattern))
+    if found:
+        return found[0]
+    downloads.mkdir(parents=True, exist_ok=True)
+    argv = [
+        sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+        "--platform", spec["platform"], "--python-version", spec["python_version"],
+        "--implementation", "cp", "--abi", spec["abi"], "--dest", str(downloads), spec["requirement"],
+    ]  # fmt: skip
+    log(f"downloading {spec['requirement']} for {spec['platform']} from PyPI")
+    result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
+    found = sorted(downloads.glob(pattern))
+    if result.returncode != 0 or not found:
+        detail = " ".join((result.stderr or result.stdout).strip().splitlines()[-2:])
+        raise EdgeshipError(
+            f"Cannot download the {spec['requirement']} wheel for {spec['platform']} from PyPI ({detail or 'no wheel'}). "
+            f"Check the network or proxy to pypi.org, or download it elsewhere with `{' '.join(argv[2:])}` and put "
+            f"the .whl file into {downloads}."
+        )
+    return found[0]
+
+
+def check_mirror(mirror: str) -> None:
+    """Fail in a second, not after a debootstrap timeout, when the Debian mirror is unreachable."""
+    url = f"{mirror.rstrip('/')}/dists/{RECIPE['suite']}/Release"
+    try:
+        with urllib.request.urlopen(url, timeout=20) as response:
+            response.read(64)
+    except (urllib.error.URLError, OSError) as exc:
+        raise EdgeshipError(
+            f"Cannot reach the Debian mirror {mirror} ({url}: {getattr(exc, 'reason', exc)}). debootstrap downloads "
+            "the arm64 packages from it. Check the network or proxy (http_proxy), or pass another mirror with "
+            "`edgeship emu build --mirror URL`."
+        ) from None
+
+
+def install_wheel(wheel: Path, rootfs: Path) -> None:
+    """Unpack a wheel into the rootfs's site-packages: all pip does for a plain (purelib/platlib) wheel."""
+    target = rootfs / SITE_PACKAGES.lstrip("/")
+    target.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel) as archive:
+        for info in archive.infolist():
+            parts = Path(info.filename).parts
+            if info.filename.startswith("/") or ".." in parts or (parts and parts[0].endswith(".data")):
+                raise EdgeshipError(f"The wheel {wheel} has an entry {info.filename!r} that a plain unpack cannot install.")
+            path = archive.extract(info, target)
+            mode = (info.external_attr >> 16) & 0o777
+            if mode and not info.is_dir():
+                os.chmod(path, mode & 0o755 | 0o644)
+        dist_info = next(p for p in {Path(n).parts[0] for n in archive.namelist()} if p.endswith(".dist-info"))
+    (target / dist_info / "INSTALLER").write_text("edgeship-emu\n")
+
+
+def _configure(rootfs: Path) -> None:
+    """Small device identity details; downloaded .debs are dropped to keep the cache small."""
+    (rootfs / "etc/hostname").write_text(f"{HOSTNAME}\n")
+    (rootfs / "run/sshd").mkdir(parents=True, exist_ok=True)
+    for deb in (rootfs / "var/cache/apt/archives").glob("*.deb"):
+        deb.unlink()
+
+
+def chroot_python(rootfs: Path, code: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python3 -c CODE`` inside the rootfs, with /proc, /sys and /dev bound for the duration."""
+    mounts.bind_system_dirs(rootfs)
+    try:
+        return subprocess.run(
+            ["chroot", str(rootfs), "/usr/bin/python3", "-c", code],
+            capture_output=True, text=True, stdin=subprocess.DEVNULL, env=CHROOT_ENV, timeout=timeout,
+        )  # fmt: skip
+    finally:
+        mounts.unbind_all(rootfs)
+
+
+def probe(rootfs: Path, build_log: Path) -> dict[str, str]:
+    """Versions reported by the rootfs's own python3 (under emulation); raises if the stack is broken."""
+    result = chroot_python(rootfs, _PROBE)
+    with open(build_log, "a") as out:
+        out.write(f"\n$ chroot {rootfs} python3 -c <probe>\n{result.stdout}{result.stderr}")
+    try:
+        versions = json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise EdgeshipError(
+            f"The built rootfs cannot import numpy and tflite_runtime (exit code {result.returncode}): "
+            f"{result.stderr.strip()[-600:] or 'no output'}. See {build_log}."
+        ) from None
+    if versions.get("machine") != "aarch64":
+        raise EdgeshipError(
+            f"python3 in the rootfs reports machine {versions.get('machine')!r}, not aarch64: binfmt is not using qemu."
+        )
+    return versions
+
+
+def dpkg_versions(rootfs: Path, packages: list[str]) -> dict[str, Optional[str]]:
+    """Installed versions read straight from the rootfs's dpkg status file (no emulation needed)."""
+    versions: dict[str, Optional[str]] = {name: None for name in packages}
+    status = (rootfs / "var/lib/dpkg/status").read_text(errors="replace")
+    for block in status.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and not line.startswith(" "))
+        if fields.get("Package") in versions and "installed" in fields.get("Status", ""):
+            versions[fields["Package"]] = fields.get("Version")
+    return versions
+
+
+def leftovers(layout: EmuLayout) -> list[Path]:
+    """Half-built images of a build that was killed (an interrupted one removes its own)."""
+    return sorted([*layout.root.glob(".image-*.partial"), *layout.root.glob(".image-old-*")])
+
+
+def remove_leftovers(layout: EmuLayout, log: Log) -> None:
+    """Call with the lock held, so no build is writing them right now."""
+    for stale in leftovers(layout):
+        log(f"removing the unfinished build {stale}")
+        mounts.remove_tree(stale)
+
+
+def _swap_into_place(partial: Path, image: Path) -> None:
+    """Rename the finished build to ``image``; an old image is moved aside first, then deleted."""
+    old: Optional[Path] = None
+    if image.exists():
+        old = image.with_name(f".image-old-{os.getpid()}")
+        os.rename(image, old)
+    os.rename(partial, image)
+    if old is not None:
+        mounts.remove_tree(old)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
