@@ -18,17 +18,23 @@ def lab() -> None:
 @click.option("--devices", "-n", default=4, show_default=True, help="How many loopback devices.")
 @click.option("--profile", "-p", default=None, help="Build profile the generated inventory deploys.")
 @click.option("--python", default=None, help="Device interpreter (default: .venv-agent, numpy 1.x + tflite-runtime, no TensorFlow).")
-def lab_start(devices: int, profile: Optional[str], python: Optional[str]) -> None:
+@click.option("--with-emulated-pi", is_flag=True, help="Also start the emulated Raspberry Pi (emu-rpi4, needs root) and list it.")
+def lab_start(devices: int, profile: Optional[str], python: Optional[str], with_emulated_pi: bool) -> None:
     """Start the devices and write results/lab/farm.yaml."""
     from pipeline.lab.loopback import start_lab
 
-    started = start_lab(devices, python=python, profile=profile)
-    click.echo(f"{len(started.targets)} loopback devices running; inventory: {started.inventory}")
+    started = start_lab(devices, python=python, profile=profile, with_emulated_pi=with_emulated_pi, log=lambda m: click.echo(m, err=True))
+    extra = " plus the emulated Raspberry Pi emu-rpi4" if with_emulated_pi else ""
+    click.echo(f"{len(started.targets)} loopback devices running{extra}; inventory: {started.inventory}")
 
 
 @lab.command("stop")
 def lab_stop() -> None:
-    """Stop every loopback device the lab started."""
+    """Stop every loopback device the lab started (and the emulated Pi, if it runs)."""
+    from pipeline import emu
     from pipeline.lab.loopback import stop_lab
 
     click.echo(f"stopped {stop_lab()} loopback devices")
+    if emu.status().running:
+        emu.stop()
+        click.echo("stopped the emulated Raspberry Pi")

@@ -41,8 +41,17 @@ def default_python() -> str:
     return str(DEVICE_PYTHON) if DEVICE_PYTHON.exists() else sys.executable
 
 
-def start_lab(devices: int = 4, python: Optional[str] = None, profile: Optional[str] = None, extra_devices: tuple[dict[str, Any], ...] = ()) -> Lab:
-    """Start ``devices`` loopback sshd devices and write ``results/lab/farm.yaml`` for them."""
+def emulated_pi_entry(log=lambda _: None) -> dict[str, Any]:
+    """Start (building once if needed) the emulated Raspberry Pi and describe it for the inventory."""
+    from pipeline import emu
+
+    state = emu.start(log=log)
+    return {"name": emu.TARGET_NAME, "target": str(state.target_file), "tags": ["emulated", "arm", "rpi4"]}
+
+
+def start_lab(devices: int = 4, python: Optional[str] = None, profile: Optional[str] = None, with_emulated_pi: bool = False, log=lambda _: None) -> Lab:
+    """Start ``devices`` loopback sshd devices (and optionally the emulated Pi) and write
+    ``results/lab/farm.yaml`` listing them."""
     if not sshd_available():
         raise EdgeshipError("The loopback lab needs OpenSSH's server (/usr/sbin/sshd). Install it with: sudo apt-get install -y openssh-server")
     if devices < 1:
@@ -68,7 +77,9 @@ def start_lab(devices: int = 4, python: Optional[str] = None, profile: Optional[
             entries.append({"name": name, "target": f"targets/{name}.yaml", "tags": ["loopback", "x86"]})
     finally:
         atomic_write_json(root / "state.json", {"pids": pids})
-    inventory: dict[str, Any] = {"name": "loopback-lab", "concurrency": max(1, devices + len(extra_devices)), "timeout": 600, "retries": 1, "devices": entries + list(extra_devices)}
+    if with_emulated_pi:
+        entries.append(emulated_pi_entry(log))
+    inventory: dict[str, Any] = {"name": "loopback-lab", "concurrency": len(entries), "timeout": 900, "retries": 1, "devices": entries}
     if profile:
         inventory["profile"] = profile
     path = root / "farm.yaml"

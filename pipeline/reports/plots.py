@@ -109,6 +109,10 @@ def latency_distribution_png(series: Sequence[LatencySeries], *, title: str = "L
         for median in boxes["medians"]:
             median.set_color("black")
         ax.set_title(f"{_short(item.label)} ({item.status})", fontsize=9)
+        # A few scheduler hiccups (tens of ms against a 1 ms median) would squash the boxes flat.
+        everything = np.concatenate(data)
+        if everything.min() > 0 and everything.max() / np.median(everything) > 10:
+            ax.set_yscale("log")
         ax.set_ylabel("ms", fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(axis="y", alpha=0.3)
