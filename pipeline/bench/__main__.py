@@ -16,7 +16,7 @@ def main() -> None:
     from pipeline.progress import RichProgress
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench")
-    parser.add_argument("which", nargs="*", default=["build", "deploy"], help="benchmarks to run (build, deploy)")
+    parser.add_argument("which", nargs="*", default=["build", "deploy", "farm"], help="benchmarks to run (build, deploy, farm)")
     parser.add_argument("--profile", default="default")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -30,6 +30,10 @@ def main() -> None:
             from pipeline.bench import deploy_bench
 
             payload = deploy_bench.run(args.profile, progress=RichProgress())
+        elif name == "farm":
+            from pipeline.bench import farm_bench
+
+            payload = farm_bench.run(args.profile, progress=RichProgress())
         else:
             parser.error(f"unknown benchmark {name!r}")
         table = Table(title=f"bench: {name} (results/bench/{name}.json)")

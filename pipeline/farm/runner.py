@@ -71,9 +71,9 @@ def _attempt(device: FarmDevice, bundle: Path, timeout: float, notify: Listener)
         raise _Unreachable(str(exc)) from None
     try:
         notify(device.name, "deploying", bundle.name)
-        deploy(target, bundle, transport=transport)
+        deployed = deploy(target, bundle, transport=transport)
         notify(device.name, "profiling", bundle.name)
-        run = profile(target, transport=transport, timeout=timeout)
+        run = profile(target, transport=transport, timeout=timeout, doctor=deployed.doctor)
         return DeviceOutcome(device, "ok", record=run.record, record_path=run.path)
     finally:
         transport.close()
