@@ -11,25 +11,39 @@ def _fmt_acc(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+_KERAS_ROWS = (("teacher", "teacher"), ("scratch", "student scratch"), ("student", "student"))
+
+
+def _millions(value: int) -> str:
+    return f"{value / 1e6:.2f}M"
+
+
+def _architectures(result: BuildResult) -> str:
+    art = result.artifacts
+    names = [f"{key}: {art[key].metrics.get('model')}" for key, _ in _KERAS_ROWS if key in art]
+    distilled = "distilled" if art.get("student") and art["student"].metrics.get("distilled") else "not distilled"
+    return "; ".join(names) + f"; student {distilled}; * = shipped in the bundle"
+
+
 def build_table(result: BuildResult) -> Table:
     """One row per model the build produced: Keras models first, then each .tflite variant."""
-    table = Table(title=f"edgeship build: profile '{result.profile.name}'")
-    for column in ("model", "accuracy", "agreement", "parameters", "MACs", "size", "stage time"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    table = Table(title=f"edgeship build: profile '{result.profile.name}'", caption=_architectures(result))
+    for column in ("model", "top-1", "agree", "params", "MACs", "size", "time"):
+        table.add_column(column, justify="left" if column == "model" else "right", no_wrap=True)
     art = result.artifacts
     ship = result.profile.quantization.ship
 
     def seconds(key: str) -> str:
         return "cached" if art[key].cached else f"{art[key].seconds:.1f}s"
 
-    for key, label in (("teacher", "teacher"), ("scratch", "student (scratch)"), ("student", "student (distilled)" if "teacher" in art else "student")):
+    for key, label in _KERAS_ROWS:
         if key in art:
             m = art[key].metrics
-            table.add_row(f"{label} {m.get('model', '')}", _fmt_acc(m.get("test_accuracy")), "-", f"{m.get('parameters', 0):,}", f"{m.get('macs', 0):,}", "-", seconds(key))
+            table.add_row(label, _fmt_acc(m.get("test_accuracy")), "-", f"{m.get('parameters', 0):,}", _millions(m.get("macs", 0)), "-", seconds(key))
     for mode in result.profile.quantization.modes:
         key = f"evaluate:{mode}"
         if key in art:
             m = art[key].metrics
-            marker = " (shipped)" if mode == ship else ""
+            marker = " *" if mode == ship else ""
             table.add_row(f"tflite {mode}{marker}", _fmt_acc(m["accuracy"]), _fmt_acc(m["agreement_with_keras"]), "", "", f"{m['tflite_bytes'] / 1024:.1f} KB", seconds(f"quantize:{mode}"))
     return table

@@ -53,9 +53,9 @@ class Splits:
         return np.load(self.artifact.path / f"{name}.npy", allow_pickle=False)
 
     def model_input(self, name: str) -> np.ndarray:
-        from pipeline.data.preprocessing import apply_preprocessing
+        from pipeline.data.preprocessing import PreprocessingSpec
 
-        return apply_preprocessing(self.raw(name), self.preprocessing)
+        return PreprocessingSpec.from_config(self.preprocessing).apply(self.raw(name))
 
     @property
     def class_names(self) -> list[str]:

@@ -47,6 +47,7 @@ class PackageStage(Stage):
 
     def run(self, inputs: Mapping[str, Artifact], out: Path, ctx: RunContext) -> dict[str, Any]:
         from pipeline.bundle.writer import write_bundle
+        from pipeline.data.preprocessing import PreprocessingSpec
 
         cfg: PackageStageConfig = self.config  # type: ignore[assignment]
         data = Splits(inputs["data"], cfg.preprocessing)
@@ -86,7 +87,7 @@ class PackageStage(Stage):
             quantization=inputs["tflite"].metrics["mode"],
             inputs=tensors["inputs"],
             outputs=tensors["outputs"],
-            preprocessing=cfg.preprocessing.model_dump(),
+            preprocessing=PreprocessingSpec.from_config(cfg.preprocessing).to_dict(),
             labels=data.class_names,
             eval_images=data.raw("x_test")[:count],
             eval_labels=eval_labels,

@@ -1,0 +1,4 @@
+"""Data sources, splits and preprocessing (numpy + PIL only; never TensorFlow).
+
+Entry point: :func:`pipeline.data.source.load_dataset`.
+"""
