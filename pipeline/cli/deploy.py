@@ -113,14 +113,25 @@ def _build_bundle(profile_name: str) -> Path:
     return Path(result.bundle_dir)
 
 
+def _measurement_options(command):
+    """--runs, --min-seconds and --warmup, shared by deploy and profile."""
+    for option in reversed(
+        (
+            click.option("--runs", type=click.IntRange(min=1), help="minimum timed invokes (default: the target's profiling.runs)"),
+            click.option("--min-seconds", type=click.FloatRange(min=0), help="minimum timed seconds (default: profiling.min_seconds)"),
+            click.option("--warmup", type=click.IntRange(min=0), help="untimed invokes first (default: profiling.warmup)"),
+        )
+    ):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.argument("target")
 @click.option("--bundle", "bundle", type=click.Path(path_type=Path), help="bundle directory or <id>.tar.gz (default: build the profile)")
 @click.option("--profile", "profile_name", help="build profile to build and deploy (default: the target's default_profile)")
 @click.option("--no-profile-run", is_flag=True, help="deploy only; do not measure")
-@click.option("--runs", type=click.IntRange(min=1), help="minimum timed invokes (default: the target's profiling.runs)")
-@click.option("--min-seconds", type=click.FloatRange(min=0), help="minimum timed seconds (default: profiling.min_seconds)")
-@click.option("--warmup", type=click.IntRange(min=0), help="untimed invokes first (default: profiling.warmup)")
+@_measurement_options
 @click.option("--wait-lock", type=click.FloatRange(min=0), default=0.0, show_default=True, help="seconds to wait if another run holds the device")
 @click.option("--json", "as_json", is_flag=True, help="print the deploy result and profile record as JSON")
 def deploy(
@@ -247,9 +258,7 @@ def doctor(target: str, as_json: bool) -> None:
 
 @main.command("profile")
 @click.argument("target")
-@click.option("--runs", type=click.IntRange(min=1), help="minimum timed invokes (default: the target's profiling.runs)")
-@click.option("--min-seconds", type=click.FloatRange(min=0), help="minimum timed seconds (default: profiling.min_seconds)")
-@click.option("--warmup", type=click.IntRange(min=0), help="untimed invokes first (default: profiling.warmup)")
+@_measurement_options
 @click.option("--threads", type=click.IntRange(min=1), help="interpreter threads (default: the target's threads)")
 @click.option("--runtime", type=click.Choice(["ai_edge_litert", "tflite_runtime", "tensorflow"]), help="force one runtime")
 @click.option("--wait-lock", type=click.FloatRange(min=0), default=0.0, show_default=True, help="seconds to wait if another run holds the device")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.util
 from typing import Any, Optional, Sequence
 
 import numpy as np
+
+from pipeline.paths import agent_path
 
 
 def latency_samples(seed: int, n: int = 200, median_ms: float = 12.0, sigma: float = 0.08, spike_rate: float = 0.02) -> np.ndarray:
@@ -22,21 +25,15 @@ def _percentile(ordered: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(ordered), q))
 
 
-def throttling_word(value: int) -> dict[str, Any]:
-    def bit(n: int) -> bool:
-        return bool(value & (1 << n))
+def _load_agent():
+    """The real device agent as a module, so records use its throttling decoder, not a copy."""
+    spec = importlib.util.spec_from_file_location("edgeship_device_agent", agent_path())
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    return {
-        "raw": "0x%x" % value,
-        "under_voltage": bit(0),
-        "frequency_capped": bit(1),
-        "throttled": bit(2),
-        "soft_temp_limit": bit(3),
-        "ever_under_voltage": bit(16),
-        "ever_frequency_capped": bit(17),
-        "ever_throttled": bit(18),
-        "ever_soft_temp_limit": bit(19),
-    }
+
+throttling_word = _load_agent().decode_throttled
 
 
 def make_record(
