@@ -470,11 +470,16 @@ def probe_runtime_version(name):
     return import_runtime(name)[1]
 
 
+# The small runtimes import safely and fast, so they are probed in this process; TensorFlow gets a
+# child process because a broken build can kill the interpreter outright.
+IN_PROCESS_PROBES = ("ai_edge_litert", "tflite_runtime")
+
+
 def probe_runtimes(order=RUNTIME_ORDER, first_only=False):
     """Which runtimes import, each tried in its own child process, in ``order``.
 
-    A child per runtime because importing a broken TensorFlow can kill the process (illegal
-    instruction on older ARM cores); ``doctor`` must still report the runtimes that do work.
+    TensorFlow is tried in a child process because importing a broken build can kill the process
+    (illegal instruction on older ARM cores); ``doctor`` must still report the runtimes that do work.
     With ``first_only`` probing stops at the first runtime that imports: importing TensorFlow
     costs seconds, and a deploy only needs to know that its preferred runtime works.
     """
@@ -494,6 +499,15 @@ def probe_runtimes(order=RUNTIME_ORDER, first_only=False):
     versions = {}
     for name in order:
         version = None
+        if name in IN_PROCESS_PROBES:
+            try:
+                version = probe_runtime_version(name)
+            except Exception:
+                version = None
+            versions[name] = version
+            if first_only and version:
+                break
+            continue
         try:
             proc = subprocess.run(
                 [sys.executable, "-c", code, os.path.abspath(__file__), name],
