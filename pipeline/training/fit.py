@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 import keras
 import numpy as np
@@ -47,11 +47,14 @@ def train_classifier(
     alpha: float = 1.0,
     shift: int = 0,
     progress: Progress = NullProgress(),
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict:
     """Train ``model`` (logits output) in place and return per-epoch history and timing.
 
     With ``teacher_logits`` the loss is Hinton distillation; flips are only used when the
     teacher's logits for the mirrored images are known too, so the soft targets stay exact.
+    ``callbacks`` run alongside the progress callback; pruning and clustering use them to keep
+    their masks or shared weights in force after every optimizer step.
     """
     keras.utils.set_random_seed(seed)
     distilling = teacher_logits is not None and alpha < 1.0
@@ -70,7 +73,7 @@ def train_classifier(
     started = time.perf_counter()
     with progress.task(f"training {label}", total=steps) as advance:
         callback = EpochProgress(advance, label, on_epoch=None)
-        model.fit(batches, epochs=training.epochs, validation_data=validation, callbacks=[callback], verbose=0)
+        model.fit(batches, epochs=training.epochs, validation_data=validation, callbacks=[callback, *callbacks], verbose=0)
     seconds = time.perf_counter() - started
     last = callback.history[-1] if callback.history else {}
     return {
