@@ -62,6 +62,11 @@ class TeacherConfig(Strict):
     base_width: int = Field(32, gt=0)
     blocks_per_stage: tuple[int, ...] = (2, 2, 2)
     training: TrainingConfig = TrainingConfig()
+    preprocessing: Optional[PreprocessingConfig] = Field(
+        None,
+        description="train and run the teacher at its own input size; soft targets are per image, so a "
+        "student at another resolution still gets them (default: the profile's preprocessing)",
+    )
 
     @model_validator(mode="after")
     def _path_needed(self) -> "TeacherConfig":
@@ -83,9 +88,27 @@ class DistillationConfig(Strict):
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.1, ge=0, le=1)
     scratch_baseline: bool = Field(True, description="also train the student without a teacher")
+    teacher_weight: float = Field(1.0, gt=0, description="weight of `teacher` when extra_teachers are given")
+    extra_teachers: tuple["WeightedTeacher", ...] = Field(
+        (), description="multi-teacher distillation: soft targets are the weighted average over all teachers"
+    )
 
 
-QuantMode = Literal["float32", "float16", "dynamic", "int8"]
+class WeightedTeacher(Strict):
+    """One more teacher for multi-teacher distillation."""
+
+    weight: float = Field(1.0, gt=0)
+    teacher: TeacherConfig
+
+
+QuantMode = Literal["float32", "float16", "dynamic", "int8", "mixed"]
+
+
+class MixedPrecisionConfig(Strict):
+    """Mode ``mixed``: full int8, except the layers most sensitive to it, which stay float."""
+
+    max_accuracy_drop: float = Field(0.005, ge=0, lt=1, description="allowed validation accuracy loss vs float32")
+    max_float_layers: Optional[int] = Field(None, gt=0, description="give up after keeping this many layers in float")
 
 
 class QuantizationConfig(Strict):
@@ -93,6 +116,7 @@ class QuantizationConfig(Strict):
     ship: QuantMode = "int8"
     calibration_samples: int = Field(300, description="representative images for int8 calibration")
     int8_io: bool = Field(True, description="int8 model input/output; false keeps float I/O")
+    mixed: MixedPrecisionConfig = MixedPrecisionConfig()
 
     @field_validator("calibration_samples")
     @classmethod
@@ -110,12 +134,51 @@ class QuantizationConfig(Strict):
         return self
 
 
+class PruningConfig(Strict):
+    """Prune the distilled student, then fine-tune it (with the teacher when there is one).
+
+    ``magnitude`` zeroes the smallest weights (the file shrinks only once compressed);
+    ``structured`` removes whole channels and rebuilds narrower layers, so the model gets smaller
+    and faster. ``sparsity`` is the share of weights (magnitude) or channels (structured) removed.
+    """
+
+    method: Literal["none", "magnitude", "structured"] = "none"
+    sparsity: float = Field(0.5, description="share removed, in [0, 1)")
+    scope: Literal["per_layer", "global"] = Field("per_layer", description="magnitude: one threshold per layer or one for all")
+    importance: Literal["l1", "l2", "bn"] = Field("l1", description="structured: filter norm or BatchNorm scale")
+    schedule_power: float = Field(3.0, gt=0, description="magnitude: polynomial sparsity schedule exponent")
+    skip_layers: tuple[str, ...] = Field((), description="layer names never pruned")
+    fallback_unstructured: bool = Field(True, description="structured: prune by magnitude when no channel can be removed")
+    distill: bool = Field(True, description="fine-tune on the teacher's soft targets when the profile distils")
+    fine_tune: TrainingConfig = TrainingConfig(epochs=2, learning_rate=5e-4)
+
+    @field_validator("sparsity")
+    @classmethod
+    def _sparsity_range(cls, value: float) -> float:
+        if not 0.0 <= value < 1.0:
+            raise ValueError("sparsity must be in [0, 1): 0 prunes nothing, 1 would remove everything")
+        return value
+
+
+class ClusteringConfig(Strict):
+    """Deep Compression weight sharing: each layer's weights snap to ``clusters`` k-means centroids."""
+
+    enabled: bool = False
+    clusters: int = Field(16, ge=2, le=256)
+    min_params: int = Field(256, ge=1, description="leave smaller layers alone")
+    fine_tune_epochs: int = Field(1, ge=0, description="centroid fine-tuning with fixed assignments")
+    learning_rate: float = Field(2e-4, gt=0)
+
+
 class AcceptanceConfig(Strict):
     """Thresholds the shipped model must meet; a build that misses them warns loudly."""
 
     min_accuracy: Optional[float] = Field(None, ge=0, le=1)
     max_tflite_kb: Optional[float] = Field(None, gt=0)
     max_parameters: Optional[int] = Field(None, gt=0)
+
+
+DistillationConfig.model_rebuild()
 
 
 class BuildProfile(Strict):
@@ -127,6 +190,8 @@ class BuildProfile(Strict):
     teacher: TeacherConfig = TeacherConfig()
     student: StudentConfig = StudentConfig()
     distillation: DistillationConfig = DistillationConfig()
+    pruning: PruningConfig = PruningConfig()
+    clustering: ClusteringConfig = ClusteringConfig()
     quantization: QuantizationConfig = QuantizationConfig()
     acceptance: AcceptanceConfig = AcceptanceConfig()
 

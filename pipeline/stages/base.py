@@ -94,6 +94,22 @@ class Stage(ABC):
         """Write outputs into ``out`` and return metrics to record in meta.json."""
 
 
+def omit_defaults(config: dict[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop dotted keys that still hold the value they had before the option existed.
+
+    Adding an option to a stage config would otherwise change every recipe id and throw away a
+    cache of trained models for a setting nobody changed.
+    """
+    for dotted, default in defaults.items():
+        *parents, leaf = dotted.split(".")
+        node: Any = config
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node and node[leaf] == default:
+            del node[leaf]
+    return config
+
+
 def load_artifact(stage: str, recipe_id: str, root: Path) -> Optional[Artifact]:
     path = root / stage / recipe_id
     try:

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from pipeline.config.profile import DistillationConfig, PreprocessingConfig, Strict, StudentConfig
-from pipeline.stages.base import Artifact, RunContext, Stage
+from pipeline.stages.base import Artifact, RunContext, Stage, omit_defaults
 from pipeline.stages.data_stage import Splits
 
 MODEL_FILE = "student.keras"
@@ -31,8 +31,12 @@ class StudentStage(Stage):
 
     def __init__(self, config: StudentStageConfig) -> None:
         super().__init__(config)
-        # An instance attribute on purpose: the recipe id must include the teacher only when used.
-        self.inputs = ("data", "teacher") if config.distillation is not None else ("data",)
+        # An instance attribute on purpose: the recipe id must include the teachers only when used.
+        kd = config.distillation
+        self.inputs = ("data",) if kd is None else ("data",) + teacher_input_names(len(kd.extra_teachers))
+
+    def config_json(self) -> Any:
+        return omit_defaults(super().config_json(), {"distillation.teacher_weight": 1.0, "distillation.extra_teachers": []})
 
     @property
     def label(self) -> str:
@@ -49,13 +53,7 @@ class StudentStage(Stage):
         model = build_student(cfg.student.family, data.input_shape, classes, cfg.student.width_multiplier)
         kd: dict[str, Any] = {}
         if cfg.distillation is not None:
-            teacher = inputs["teacher"].path
-            kd = dict(
-                teacher_logits=np.load(teacher / "logits_train.npy"),
-                teacher_logits_flipped=np.load(teacher / "logits_train_flipped.npy"),
-                temperature=cfg.distillation.temperature,
-                alpha=cfg.distillation.alpha,
-            )
+            kd = soft_targets(cfg.distillation, inputs, len(data.raw("y_train")))
         metrics = train_classifier(
             model, data.model_input("x_train"), data.raw("y_train"), classes, cfg.student.training,
             seed=cfg.seed, label=self.label, x_val=data.model_input("x_val"), y_val=data.raw("y_val"),
@@ -73,6 +71,32 @@ class StudentStage(Stage):
             test_accuracy=float(np.mean(test_logits.argmax(1) == data.raw("y_test"))),
         )
         return metrics
+
+
+def teacher_input_names(extra: int) -> tuple[str, ...]:
+    """``teacher`` then ``teacher_1`` ... for multi-teacher distillation."""
+    return ("teacher",) + tuple(f"teacher_{i}" for i in range(1, extra + 1))
+
+
+def soft_targets(kd: DistillationConfig, inputs: Mapping[str, Artifact], train_count: int) -> dict[str, Any]:
+    """The train_classifier KD arguments, averaging the soft targets of every teacher by weight."""
+    from pipeline.training.ensemble import ensemble_logits
+
+    names = teacher_input_names(len(kd.extra_teachers))
+    weights = [kd.teacher_weight] + [t.weight for t in kd.extra_teachers]
+    plain, flipped = [], []
+    for name in names:
+        path = inputs[name].path
+        plain.append(np.load(path / "logits_train.npy"))
+        flipped.append(np.load(path / "logits_train_flipped.npy"))
+        if len(plain[-1]) != train_count:
+            raise ValueError(f"{name} has logits for {len(plain[-1])} training images, the data split has {train_count}")
+    return dict(
+        teacher_logits=ensemble_logits(plain, weights, kd.temperature),
+        teacher_logits_flipped=ensemble_logits(flipped, weights, kd.temperature),
+        temperature=kd.temperature,
+        alpha=kd.alpha,
+    )
 
 
 def load_student(artifact: Artifact):

@@ -30,6 +30,12 @@ class TeacherStage(Stage):
     version = 1
     inputs = ("data",)
 
+    def config_json(self) -> Any:
+        # The effective input size is ``preprocessing`` below; teacher.preprocessing only chose it.
+        cfg = super().config_json()
+        cfg["teacher"].pop("preprocessing", None)
+        return cfg
+
     def run(self, inputs: Mapping[str, Artifact], out: Path, ctx: RunContext) -> dict[str, Any]:
         from pipeline.models.cost import count_macs, count_parameters
         from pipeline.models.teacher import build_resnet_teacher, load_keras_teacher
