@@ -48,8 +48,10 @@ $(AGENT_STAMP):
 build: setup
 	$(EDGESHIP) build --profile $(PROFILE)
 
+# PROFILE on the command line (a name or a YAML path, e.g. one written by `edgeship sweep --select`)
+# overrides the target's default_profile.
 deploy: setup
-	$(EDGESHIP) deploy $(TARGET)
+	$(EDGESHIP) deploy $(TARGET) $(if $(filter command line,$(origin PROFILE)),--profile $(PROFILE))
 
 profile: setup
 	$(EDGESHIP) profile $(TARGET)

@@ -1,0 +1,150 @@
+"""SQLite store for sweeps: one row per sweep, one per measured variant.
+
+Lives next to the farm's database (``results/sweeps.sqlite``) but in its own file: a sweep is an
+exploration, not a nightly baseline, and must never feed the regression check by accident.
+Every variant is written in its own transaction, so a sweep killed half-way keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from pipeline.errors import EdgeshipError
+from pipeline.paths import results_dir
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sweeps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created TEXT NOT NULL,
+    base_profile TEXT NOT NULL,
+    target TEXT NOT NULL,
+    grid_json TEXT NOT NULL,
+    finished TEXT
+);
+CREATE TABLE IF NOT EXISTS sweep_variants (
+    sweep_id INTEGER NOT NULL REFERENCES sweeps(id),
+    name TEXT NOT NULL,
+    settings_json TEXT NOT NULL,
+    profile_json TEXT NOT NULL,
+    bundle_id TEXT,
+    accuracy REAL,
+    latency_ms REAL,
+    size_kb REAL,
+    parameters INTEGER,
+    macs INTEGER,
+    device_top1 REAL,
+    agreement REAL,
+    record_path TEXT,
+    build_seconds REAL,
+    built_from_cache INTEGER,
+    error TEXT,
+    PRIMARY KEY (sweep_id, name)
+);
+CREATE INDEX IF NOT EXISTS sweep_variants_bundle ON sweep_variants(bundle_id);
+"""
+
+ROW_KEYS = (
+    "name", "bundle_id", "accuracy", "latency_ms", "size_kb", "parameters", "macs", "device_top1", "agreement",
+    "record_path", "build_seconds", "built_from_cache", "error",
+)
+
+
+class SweepStoreError(EdgeshipError):
+    pass
+
+
+class SweepStore:
+    def __init__(self, path: Optional[Path] = None) -> None:
+        self.path = Path(path) if path is not None else results_dir() / "sweeps.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._conn.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise SweepStoreError(f"Sweep store {self.path} cannot be opened: {exc}.") from None
+
+    def __enter__(self) -> "SweepStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def start(self, created: str, base_profile: str, target: str, grid: dict[str, Any]) -> int:
+        with self._write() as conn:
+            cur = conn.execute(
+                "INSERT INTO sweeps (created, base_profile, target, grid_json) VALUES (?, ?, ?, ?)",
+                (created, base_profile, target, json.dumps(grid, sort_keys=True)),
+            )
+            return int(cur.lastrowid)
+
+    def finish(self, sweep_id: int, finished: str) -> None:
+        with self._write() as conn:
+            conn.execute("UPDATE sweeps SET finished = ? WHERE id = ?", (finished, sweep_id))
+
+    def add_variant(self, sweep_id: int, row: dict[str, Any], settings: dict[str, Any], profile: dict[str, Any]) -> None:
+        values = [row.get(key) for key in ROW_KEYS]
+        with self._write() as conn:
+            conn.execute(
+                f"INSERT OR REPLACE INTO sweep_variants (sweep_id, settings_json, profile_json, {', '.join(ROW_KEYS)}) "
+                f"VALUES (?, ?, ?, {', '.join('?' for _ in ROW_KEYS)})",
+                [sweep_id, json.dumps(settings, sort_keys=True), json.dumps(profile, sort_keys=True), *values],
+            )
+
+    def sweep(self, sweep_id: Optional[int] = None) -> dict[str, Any]:
+        """A sweep's header (the latest when ``sweep_id`` is None)."""
+        with self._lock:
+            if sweep_id is None:
+                row = self._conn.execute("SELECT * FROM sweeps ORDER BY id DESC LIMIT 1").fetchone()
+            else:
+                row = self._conn.execute("SELECT * FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()
+        if row is None:
+            which = "no sweep has been run yet" if sweep_id is None else f"there is no sweep {sweep_id}"
+            raise SweepStoreError(f"Sweep store {self.path}: {which}. Run `edgeship sweep --profile P --target T` first.")
+        out = dict(row)
+        out["grid"] = json.loads(out.pop("grid_json"))
+        return out
+
+    def variants(self, sweep_id: int) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._conn.execute("SELECT * FROM sweep_variants WHERE sweep_id = ? ORDER BY rowid", (sweep_id,)).fetchall()
+        out = []
+        for row in rows:
+            item = dict(row)
+            item["settings"] = json.loads(item.pop("settings_json"))
+            item["profile"] = json.loads(item.pop("profile_json"))
+            out.append(item)
+        return out
+
+    def measured(self, bundle_id: str, target: str) -> Optional[dict[str, Any]]:
+        """The latest successful measurement of ``bundle_id`` on ``target`` from any sweep."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT v.* FROM sweep_variants v JOIN sweeps s ON s.id = v.sweep_id "
+                "WHERE v.bundle_id = ? AND s.target = ? AND v.error IS NULL AND v.latency_ms IS NOT NULL "
+                "ORDER BY v.sweep_id DESC LIMIT 1",
+                (bundle_id, target),
+            ).fetchone()
+        return dict(row) if row is not None else None
