@@ -14,9 +14,8 @@ from typing import NamedTuple, Sequence
 import keras
 from keras import layers
 
-from pipeline.models.common import check_input, model_name, scaled, stem_stride
+from pipeline.models.common import BN, check_input, model_name, scaled, stem_stride
 
-_BN = {"momentum": 0.99, "epsilon": 1e-3}
 
 
 class V1Block(NamedTuple):
@@ -57,13 +56,13 @@ V2_HEAD = 128
 
 def _conv_bn_relu6(x, filters: int, kernel: int, stride: int, name: str):
     x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(**_BN, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(**BN, name=f"{name}_bn")(x)
     return layers.ReLU(6.0, name=f"{name}_relu6")(x)
 
 
 def _depthwise_bn_relu6(x, stride: int, name: str):
     x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
-    x = layers.BatchNormalization(**_BN, name=f"{name}_dw_bn")(x)
+    x = layers.BatchNormalization(**BN, name=f"{name}_dw_bn")(x)
     return layers.ReLU(6.0, name=f"{name}_dw_relu6")(x)
 
 
@@ -101,7 +100,7 @@ def _inverted_residual(x, in_channels: int, expansion: int, out_channels: int, s
         x = _conv_bn_relu6(x, in_channels * expansion, 1, 1, f"{name}_expand")
     x = _depthwise_bn_relu6(x, stride, name)
     x = layers.Conv2D(out_channels, 1, padding="same", use_bias=False, name=f"{name}_project")(x)
-    x = layers.BatchNormalization(**_BN, name=f"{name}_project_bn")(x)
+    x = layers.BatchNormalization(**BN, name=f"{name}_project_bn")(x)
     if stride == 1 and in_channels == out_channels:
         x = layers.Add(name=f"{name}_add")([shortcut, x])
     return x

@@ -13,7 +13,7 @@ from typing import NamedTuple, Sequence, Union
 import keras
 from keras import layers
 
-from pipeline.models.common import check_input, model_name, scaled, stem_stride
+from pipeline.models.common import BN, check_input, model_name, scaled, stem_stride
 
 
 class Fire(NamedTuple):
@@ -38,7 +38,7 @@ SQUEEZENET_LAYERS: tuple[Union[Fire, str], ...] = (
 
 def _conv_bn_relu(x, filters: int, kernel: int, stride: int, name: str):
     x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(**BN, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 

@@ -13,7 +13,7 @@ import keras
 from keras import layers
 
 from pipeline.errors import ConfigError
-from pipeline.models.common import check_input
+from pipeline.models.common import BN, check_input
 
 TEACHER_STRIDE2_MIN_SIDE = 16
 
@@ -23,13 +23,13 @@ def _basic_block(x, filters: int, stride: int, name: str):
     when the shape changes."""
     shortcut = x
     y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
-    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = layers.BatchNormalization(**BN, name=f"{name}_bn1")(y)
     y = layers.ReLU(name=f"{name}_relu1")(y)
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
-    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = layers.BatchNormalization(**BN, name=f"{name}_bn2")(y)
     if stride != 1 or x.shape[-1] != filters:
         shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_proj")(x)
-        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+        shortcut = layers.BatchNormalization(**BN, name=f"{name}_proj_bn")(shortcut)
     y = layers.Add(name=f"{name}_add")([shortcut, y])
     return layers.ReLU(name=f"{name}_out")(y)
 
@@ -55,7 +55,7 @@ def build_resnet_teacher(
     inputs = keras.Input(shape, name="image")
     stride = stem_stride if stem_stride is not None else (2 if min(shape[:2]) >= TEACHER_STRIDE2_MIN_SIDE else 1)
     x = layers.Conv2D(base_width, 3, strides=stride, padding="same", use_bias=False, name="stem_conv")(inputs)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.BatchNormalization(**BN, name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     for stage, blocks in enumerate(blocks_per_stage):
         filters = base_width * 2**stage

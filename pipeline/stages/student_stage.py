@@ -27,7 +27,7 @@ class StudentStageConfig(Strict):
 
 class StudentStage(Stage):
     name = "distill"
-    version = 1
+    version = 2  # 2: BatchNorm momentum 0.9
 
     def __init__(self, config: StudentStageConfig) -> None:
         super().__init__(config)

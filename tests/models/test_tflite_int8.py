@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline.models.registry import FAMILIES, build_student
+from tests.helpers.models import randomise_batchnorm
 
 pytestmark = [
     pytest.mark.slow,
@@ -19,21 +20,6 @@ pytestmark = [
 ]
 
 MAX_TFLITE_BYTES = 120 * 1024  # the shipped int8 model budget for 28x28x1, 10 classes, width 1.0
-
-
-def randomise_batchnorm(model: keras.Model, seed: int = 0) -> None:
-    """Give BN layers trained-looking statistics. Fresh BN folds into all-zero biases, which the
-    converter deduplicates, so an untrained model would look smaller than a trained one."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([
-                rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),
-                rng.normal(0, 0.2, beta.shape).astype("float32"),
-                rng.normal(0, 0.2, mean.shape).astype("float32"),
-                rng.uniform(0.5, 2.0, var.shape).astype("float32"),
-            ])
 
 
 def convert_int8(model: keras.Model, samples: np.ndarray) -> bytes:
