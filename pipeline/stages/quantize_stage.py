@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
-from pipeline.config.profile import PreprocessingConfig, QuantMode, Strict
+from pipeline.config.profile import MixedPrecisionConfig, PreprocessingConfig, QuantMode, Strict
 from pipeline.stages.base import Artifact, RunContext, Stage
 from pipeline.stages.data_stage import Splits
 from pipeline.stages.student_stage import load_student
@@ -19,6 +19,7 @@ class QuantizeStageConfig(Strict):
     calibration_samples: int
     int8_io: bool
     preprocessing: PreprocessingConfig
+    mixed: Optional[MixedPrecisionConfig] = None  # mode "mixed" only
 
 
 class QuantizeStage(Stage):
@@ -30,9 +31,12 @@ class QuantizeStage(Stage):
         # Calibration settings only matter for int8; leaving them out elsewhere lets e.g. the
         # float16 model stay cached when only the calibration count changes.
         cfg = super().config_json()
-        if cfg["mode"] != "int8":
+        if cfg["mode"] not in ("int8", "mixed"):
             cfg.pop("calibration_samples")
+        if cfg["mode"] != "int8":
             cfg.pop("int8_io")
+        if cfg["mode"] != "mixed":
+            cfg.pop("mixed", None)
         return cfg
 
     def run(self, inputs: Mapping[str, Artifact], out: Path, ctx: RunContext) -> dict[str, Any]:
@@ -43,11 +47,31 @@ class QuantizeStage(Stage):
         cfg: QuantizeStageConfig = self.config  # type: ignore[assignment]
         model = load_student(inputs["student"])
         calibration = None
-        if cfg.mode == "int8":
-            calibration = Splits(inputs["data"], cfg.preprocessing).model_input("x_calib")[: cfg.calibration_samples]
-        model_bytes = convert(model, cfg.mode, calibration, cfg.int8_io, progress=ctx.progress)
+        data = Splits(inputs["data"], cfg.preprocessing)
+        if cfg.mode in ("int8", "mixed"):
+            calibration = data.model_input("x_calib")[: cfg.calibration_samples]
+        extra: dict[str, Any] = {}
+        if cfg.mode == "mixed":
+            model_bytes, extra = _mixed(model, calibration, data, cfg.mixed or MixedPrecisionConfig(), ctx)
+        else:
+            model_bytes = convert(model, cfg.mode, calibration, cfg.int8_io, progress=ctx.progress)
         (out / MODEL_FILE).write_bytes(model_bytes)
         interpreter = load_interpreter(model_bytes)
         specs = {"inputs": tensor_specs(interpreter.get_input_details()), "outputs": tensor_specs(interpreter.get_output_details())}
         (out / "tensors.json").write_text(json.dumps(specs, indent=2), encoding="utf-8")
-        return {"mode": cfg.mode, "tflite_bytes": len(model_bytes), "calibration_samples": len(calibration) if calibration is not None else 0}
+        calibrated = len(calibration) if calibration is not None else 0
+        return {"mode": cfg.mode, "tflite_bytes": len(model_bytes), "calibration_samples": calibrated, **extra}
+
+
+def _mixed(model, calibration, data: Splits, mixed: MixedPrecisionConfig, ctx: RunContext) -> tuple[bytes, dict[str, Any]]:
+    """Full int8 unless it costs more than the budget on the VALIDATION split; then keep layers float.
+
+    Choosing layers on the validation split keeps the test split an honest measurement.
+    """
+    from pipeline.quantize.mixed import convert_mixed
+
+    result = convert_mixed(
+        model, calibration, data.model_input("x_val"), data.raw("y_val"),
+        max_accuracy_drop=mixed.max_accuracy_drop, max_float_layers=mixed.max_float_layers, progress=ctx.progress,
+    )
+    return result.model_bytes, {"mixed": result.as_dict()}
