@@ -35,7 +35,8 @@ $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-packages
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -e '.[dev,onnx]'
+	$(VENV)/bin/pip install -q --no-deps 'tf-keras>=2.21,<2.22'
 	@touch $@
 
 # A device-like Python: numpy 1.x and tflite-runtime 2.14, no TensorFlow (as on Raspberry Pi OS).

@@ -3,14 +3,16 @@
 
 This is the only edgeship code that runs on a device, so it is one file that needs nothing but
 Python >= 3.7, the standard library, numpy and a TFLite runtime (``ai_edge_litert``,
-``tflite_runtime`` or ``tensorflow.lite``). The host copies it to ``<remote dir>/bin/agent.py``.
+``tflite_runtime`` or ``tensorflow.lite``). With ``--runtime onnxruntime`` and a bundle that ships
+``model.onnx`` (manifest ``extra_models``), it profiles the ONNX model with onnxruntime instead.
+The host copies it to ``<remote dir>/bin/agent.py``.
 The command interface, exit codes and the profile record are fixed by ``device_agents/README.md``:
 
     agent.py doctor [--runtime R]
     agent.py verify BUNDLE_DIR
     agent.py install TARBALL RELEASES_DIR
     agent.py profile BUNDLE_DIR --target NAME [--threads N] [--runs N] [--min-seconds S]
-                     [--warmup N] [--runtime auto|ai_edge_litert|tflite_runtime|tensorflow]
+                     [--warmup N] [--runtime auto|ai_edge_litert|tflite_runtime|tensorflow|onnxruntime]
                      [--emulated] [--benchmark-model PATH|auto] [--output FILE]
     agent.py parse-benchmark FILE
 
@@ -58,6 +60,8 @@ import zlib
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 RUNTIME_ORDER = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+# Never chosen by "auto": only when asked for, and only for a bundle that ships an ONNX model.
+EXTRA_RUNTIMES = ("onnxruntime",)
 BUNDLE_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 XNNPACK_LOG_RE = re.compile(r"XNNPACK delegate", re.IGNORECASE)
 BENCHMARK_TIMEOUT_S = 900
@@ -446,6 +450,11 @@ def import_runtime(name):
 
         Interpreter = tensorflow.lite.Interpreter
         version = getattr(tensorflow, "__version__", None)
+    elif name == "onnxruntime":
+        import onnxruntime
+
+        Interpreter = onnxruntime  # the module: OnnxInterpreter builds the session from it
+        version = getattr(onnxruntime, "__version__", None) or _distribution_version("onnxruntime")
     else:
         raise ValueError("unknown runtime %r" % name)
     return Interpreter, str(version) if version is not None else "unknown"
@@ -472,7 +481,7 @@ def probe_runtime_version(name):
 
 # The small runtimes import safely and fast, so they are probed in this process; TensorFlow gets a
 # child process because a broken build can kill the interpreter outright.
-IN_PROCESS_PROBES = ("ai_edge_litert", "tflite_runtime")
+IN_PROCESS_PROBES = ("ai_edge_litert", "tflite_runtime", "onnxruntime")
 
 
 def probe_runtimes(order=RUNTIME_ORDER, first_only=False):
@@ -871,6 +880,70 @@ def create_interpreter(interpreter_class, model_path, threads, warnings):
     raise AgentError("Could not create the interpreter: %s" % last_error, kind="runtime_error")
 
 
+def onnx_model_file(manifest):
+    """The bundle's ONNX model (manifest ``extra_models`` entry with format onnx), or None."""
+    for entry in manifest.get("extra_models") or []:
+        if isinstance(entry, dict) and entry.get("format") == "onnx" and entry.get("file"):
+            return entry["file"]
+    return None
+
+
+class OnnxInterpreter(object):
+    """An onnxruntime session behind the few TFLite Interpreter methods the profiler calls, so
+    latency and accuracy are measured by exactly the same code for both runtimes."""
+
+    def __init__(self, ort, model_path, threads):
+        import numpy as np
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(model_path, sess_options=options, providers=["CPUExecutionProvider"])
+        self._inputs = self.session.get_inputs()
+        self._outputs = self.session.get_outputs()
+        self._feed = {}
+        self._results = None
+        dtypes = {"tensor(float)": np.float32}
+
+        def detail(i, node):
+            if node.type not in dtypes:
+                raise AgentError("The ONNX model's %s is %s; only float32 is supported." % (node.name, node.type), kind="model")
+            shape = [d if isinstance(d, int) and d > 0 else 1 for d in node.shape]  # dynamic batch -> 1
+            return {"index": i, "name": node.name, "shape": shape, "dtype": dtypes[node.type], "quantization": (0.0, 0)}
+
+        self._input_details = [detail(i, n) for i, n in enumerate(self._inputs)]
+        self._output_details = [detail(i, n) for i, n in enumerate(self._outputs)]
+
+    def get_input_details(self):
+        return self._input_details
+
+    def get_output_details(self):
+        return self._output_details
+
+    def set_tensor(self, index, value):
+        self._feed[self._inputs[index].name] = value
+
+    def invoke(self):
+        self._results = self.session.run(None, self._feed)
+
+    def get_tensor(self, index):
+        return self._results[index]
+
+
+def create_onnx_interpreter(ort, model_path, threads):
+    """Like :func:`create_interpreter` for onnxruntime: ``(interpreter, init_ms, threads, provider)``."""
+    start = time.perf_counter()
+    try:
+        interpreter = OnnxInterpreter(ort, model_path, threads)
+    except AgentError:
+        raise
+    except Exception as exc:
+        raise AgentError("onnxruntime could not load %s: %s" % (model_path, exc), kind="runtime_error")
+    init_ms = (time.perf_counter() - start) * 1000.0
+    return interpreter, init_ms, threads, "CPUExecutionProvider"
+
+
 def preprocess(np, images, preprocessing, input_detail):
     """uint8 NHWC images -> model input with the manifest's formula, float32 = (x*scale - mean)/std
     (computed in float64, rounded once), then quantized with the input tensor's scale and zero
@@ -1187,7 +1260,7 @@ def utc_now():
 def cmd_doctor(args):
     if args.prefer:
         order = tuple(name.strip() for name in args.prefer.split(",") if name.strip())
-        unknown = [name for name in order if name not in RUNTIME_ORDER]
+        unknown = [name for name in order if name not in RUNTIME_ORDER + EXTRA_RUNTIMES]
         if unknown:
             raise UsageError("--prefer names unknown runtimes: %s" % ", ".join(unknown))
         versions = probe_runtimes(order, first_only=True)
@@ -1240,7 +1313,12 @@ def cmd_profile(args):
     started_at = utc_now()
     warnings = []
     manifest = verify_bundle(args.bundle)
-    runtime_name, runtime_version, interpreter_class = load_runtime(args.runtime)
+    onnx_model = onnx_model_file(manifest)
+    choice = args.runtime
+    if choice == "onnxruntime" and onnx_model is None:
+        warnings.append("--runtime onnxruntime, but the bundle ships no ONNX model; profiled model.tflite with a TFLite runtime.")
+        choice = "auto"
+    runtime_name, runtime_version, interpreter_class = load_runtime(choice)
     import numpy as np
 
     threads = args.threads if args.threads is not None else (os.cpu_count() or 1)
@@ -1248,11 +1326,15 @@ def cmd_profile(args):
         warnings.append("Measured under emulation (--emulated): latencies do not represent the real device.")
     preprocessing = manifest.get("preprocessing") or {}
     images, labels, host, class_names = load_eval(np, args.bundle, manifest, warnings)
-    model_path = bundle_file(args.bundle, manifest, (manifest.get("model") or {}).get("file"))
+    model_rel = onnx_model if runtime_name == "onnxruntime" else (manifest.get("model") or {}).get("file")
+    model_path = bundle_file(args.bundle, manifest, model_rel)
 
     gc.collect()
     baseline_rss = current_rss_mb()
-    interpreter, init_ms, threads_used, delegate = create_interpreter(interpreter_class, model_path, threads, warnings)
+    if runtime_name == "onnxruntime":
+        interpreter, init_ms, threads_used, delegate = create_onnx_interpreter(interpreter_class, model_path, threads)
+    else:
+        interpreter, init_ms, threads_used, delegate = create_interpreter(interpreter_class, model_path, threads, warnings)
     input_details = interpreter.get_input_details()
     output_details = interpreter.get_output_details()
     if len(input_details) != 1 or len(output_details) < 1:
@@ -1276,7 +1358,9 @@ def cmd_profile(args):
 
     benchmark = None
     tool = resolve_benchmark_model(args.benchmark_model, warnings)
-    if tool:
+    if tool and runtime_name == "onnxruntime":
+        warnings.append("benchmark_model measures .tflite files only; skipped for the ONNX model.")
+    elif tool:
         benchmark = run_benchmark_model(tool, model_path, threads, warnings)
 
     stats = summarize(samples)
@@ -1350,7 +1434,7 @@ def build_parser():
     parser = _Parser(prog="agent.py", description="edgeship device agent (see device_agents/README.md).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    runtime_choices = ("auto",) + RUNTIME_ORDER
+    runtime_choices = ("auto",) + RUNTIME_ORDER + EXTRA_RUNTIMES
 
     def add(name, func, help_text):
         command = sub.add_parser(name, help=help_text, description=help_text)
@@ -1378,7 +1462,8 @@ def build_parser():
     profile.add_argument("--runs", type=_positive_int, default=50, help="minimum timed invokes (default 50)")
     profile.add_argument("--min-seconds", type=_non_negative_float, default=1.0, help="minimum timed seconds (default 1)")
     profile.add_argument("--warmup", type=_non_negative_int, default=5, help="untimed invokes after the first (default 5)")
-    profile.add_argument("--runtime", choices=runtime_choices, default="auto", help="force one TFLite runtime")
+    profile.add_argument("--runtime", choices=runtime_choices, default="auto",
+                         help="force one TFLite runtime, or onnxruntime to profile the bundle's model.onnx")
     profile.add_argument("--emulated", action="store_true", help="mark the device as emulated (e.g. qemu-user)")
     profile.add_argument("--benchmark-model", metavar="PATH|auto", default=None,
                          help="also run TFLite's benchmark_model on the same model; 'auto' looks on PATH")

@@ -28,3 +28,7 @@ class BundleError(EdgeshipError):
 
 class DeployError(EdgeshipError):
     """Deploying to or talking to a device failed."""
+
+
+class ConversionError(EdgeshipError):
+    """A model could not be converted between formats, or the converted model disagrees with its source."""

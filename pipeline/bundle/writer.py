@@ -51,11 +51,13 @@ def write_bundle(
     host_metrics: dict[str, Any],
     provenance: dict[str, Any],
     extra_files: Optional[dict[str, bytes]] = None,
+    extra_models: Optional[list[dict[str, Any]]] = None,
 ) -> Path:
     """Write the files, hash them, and return ``bundles_root/<bundle id>``.
 
     ``created`` is deliberately not part of the bundle id (it only lives in the manifest), so the
-    same model and data always give the same id and a redeploy can be skipped.
+    same model and data always give the same id and a redeploy can be skipped. ``extra_models``
+    describes other formats of the model among ``extra_files`` (``[{file, format, ...}]``, e.g. ONNX).
     """
     if eval_images.dtype != np.uint8:
         raise ValueError("eval images must be raw uint8; preprocessing happens on the device")
@@ -91,4 +93,9 @@ def write_bundle(
         "host_metrics": host_metrics,
         "provenance": provenance,
     }
+    if extra_models:
+        missing = [m.get("file") for m in extra_models if m.get("file") not in (extra_files or {})]
+        if missing:
+            raise ValueError(f"extra_models name files that are not in extra_files: {missing}")
+        manifest["extra_models"] = extra_models
     return finalize_bundle(staging, manifest, bundles_root)

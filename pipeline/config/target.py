@@ -25,6 +25,9 @@ from pipeline.errors import ConfigError
 from pipeline.paths import builtin_targets_dir, generated_targets_dir
 
 RUNTIMES: tuple[str, ...] = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+# Not a TFLite runtime and never part of "auto": listed first, the agent profiles the bundle's
+# model.onnx (profile ``export: {onnx: true}``) with it; bundles without one use the TFLite runtimes.
+EXTRA_RUNTIMES: tuple[str, ...] = ("onnxruntime",)
 HOST_PYTHON = "host"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -116,7 +119,7 @@ class TargetConfig(Strict):
     @field_validator("runtime")
     @classmethod
     def _runtimes(cls, value):
-        allowed = ", ".join(RUNTIMES)
+        allowed = ", ".join(RUNTIMES + EXTRA_RUNTIMES)
         if isinstance(value, str):
             if value == "auto":
                 return value
@@ -124,8 +127,8 @@ class TargetConfig(Strict):
         if not value:
             raise ValueError(f"list at least one of {allowed}, or say 'auto'")
         for item in value:
-            if item not in RUNTIMES:
-                raise ValueError(f"'{item}' is not a TFLite runtime; use 'auto' or a list from {allowed}")
+            if item not in RUNTIMES + EXTRA_RUNTIMES:
+                raise ValueError(f"'{item}' is not a TFLite runtime (or onnxruntime); use 'auto' or a list from {allowed}")
         if len(set(value)) != len(value):
             raise ValueError("lists a runtime twice")
         return list(value)

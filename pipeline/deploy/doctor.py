@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from pipeline.config.target import RUNTIMES, TargetConfig
+from pipeline.config.target import EXTRA_RUNTIMES, RUNTIMES, TargetConfig
 from pipeline.deploy.remote import Agent, AgentError, PythonMissing
 from pipeline.errors import DeployError
 from pipeline.transport.base import Transport
 
-PIP_NAMES = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime", "tensorflow": "tensorflow"}
+PIP_NAMES = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime", "tensorflow": "tensorflow", "onnxruntime": "onnxruntime"}
 
 
 @dataclass
@@ -80,7 +80,7 @@ def run_doctor(target: TargetConfig, transport: Transport) -> DoctorReport:
     report.python = _text(data.get("python"))
     report.numpy = _text(data.get("numpy"))
     runtimes = data.get("runtimes") or {}
-    report.runtimes = {name: _text(runtimes.get(name)) for name in RUNTIMES if name in runtimes}
+    report.runtimes = {name: _text(runtimes.get(name)) for name in RUNTIMES + EXTRA_RUNTIMES if name in runtimes}
     report.machine = _text(data.get("machine"))
     report.os = _text(data.get("os"))
     report.termux = bool(data.get("termux")) if data.get("termux") is not None else None

@@ -36,7 +36,7 @@ def test_agent_source_is_python37_syntax() -> None:
 
 def test_agent_imports_only_stdlib_numpy_and_runtimes() -> None:
     tree = ast.parse(AGENT.read_text(encoding="utf-8"))
-    allowed = set(sys.stdlib_module_names) | {"numpy", "ai_edge_litert", "tflite_runtime", "tensorflow"}
+    allowed = set(sys.stdlib_module_names) | {"numpy", "ai_edge_litert", "tflite_runtime", "tensorflow", "onnxruntime"}
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -73,8 +73,13 @@ def test_doctor_prefer_stops_at_first_importable_runtime() -> None:
 
 
 def test_doctor_prefer_rejects_unknown_runtime() -> None:
-    result = run_agent("doctor", "--prefer", "onnxruntime")
-    assert result.returncode == 2 and "onnxruntime" in result.error["error"]
+    result = run_agent("doctor", "--prefer", "tvm")
+    assert result.returncode == 2 and "tvm" in result.error["error"]
+
+
+def test_doctor_prefer_accepts_onnxruntime() -> None:
+    report = run_agent("doctor", "--prefer", "onnxruntime,ai_edge_litert").json
+    assert report["selected_runtime"] == "onnxruntime" and report["runtimes"]["onnxruntime"][0].isdigit()
 
 
 def test_doctor_reports_termux_from_prefix() -> None:
