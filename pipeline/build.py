@@ -1,4 +1,4 @@
-"""Run a build profile through the staged pipeline: data → teacher → distill → quantize → evaluate → package.
+"""Run a build profile through the staged pipeline: data → teacher → distill → prune → quantize → evaluate → package.
 
 Every stage goes through the cache, so a rerun of an unchanged profile only re-reads results, and
 changing one setting reruns only the stages downstream of it.
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from pipeline.config.profile import BuildProfile, load_profile
+from pipeline.config.profile import BuildProfile, TeacherConfig, load_profile
 from pipeline.errors import ConfigError
 from pipeline.fsutil import canonical_json, sha256_bytes, sha256_file
 from pipeline.paths import bundles_dir
@@ -20,14 +20,17 @@ from pipeline.progress import NullProgress, Progress
 from pipeline.stages.base import Artifact, RunContext, Stage, run_stage
 from pipeline.stages.data_stage import DataStage, DataStageConfig
 from pipeline.stages.evaluate_stage import EvaluateStage, EvaluateStageConfig
+from pipeline.stages.onnx_export_stage import OnnxExportStage, OnnxExportStageConfig
+from pipeline.stages.onnx_import_stage import OnnxImportStage, onnx_import_config
 from pipeline.stages.package_stage import PackageStage, PackageStageConfig, publish_bundle
+from pipeline.stages.prune_stage import PruneStage, PruneStageConfig
 from pipeline.stages.quantize_stage import QuantizeStage, QuantizeStageConfig
-from pipeline.stages.student_stage import StudentStage, StudentStageConfig
+from pipeline.stages.student_stage import StudentStage, StudentStageConfig, teacher_input_names
 from pipeline.stages.teacher_stage import TeacherStage, TeacherStageConfig
 
 log = logging.getLogger(__name__)
 
-STAGE_NAMES = ("data", "teacher", "distill", "quantize", "evaluate", "package")
+STAGE_NAMES = ("data", "teacher", "distill", "prune", "quantize", "evaluate", "package")
 
 
 @dataclass
@@ -47,12 +50,12 @@ def profile_sha256(profile: BuildProfile) -> str:
     return sha256_bytes(canonical_json(profile.model_dump(mode="json")).encode("utf-8"))
 
 
-def _teacher_file_sha(profile: BuildProfile) -> Optional[str]:
-    if profile.teacher.kind != "keras-file":
+def _teacher_file_sha(profile: BuildProfile, teacher: TeacherConfig, key: str = "teacher") -> Optional[str]:
+    if teacher.kind != "keras-file":
         return None
-    path = Path(profile.teacher.path or "")
+    path = Path(teacher.path or "")
     if not path.is_file():
-        raise ConfigError(f"Build profile '{profile.name}': teacher.path {path} does not exist.")
+        raise ConfigError(f"Build profile '{profile.name}': {key}.path {path} does not exist.")
     return sha256_file(path)
 
 
@@ -89,10 +92,12 @@ def build_profile(
         return result
 
     distilling = profile.distillation.enabled
-    teacher = None
+    teachers: dict[str, Artifact] = {}
     if distilling:
-        teacher_cfg = TeacherStageConfig(teacher=profile.teacher, preprocessing=pre, seed=profile.seed, keras_file_sha256=_teacher_file_sha(profile))
-        teacher = step("teacher", TeacherStage(teacher_cfg), data=data)
+        configs = [profile.teacher] + [extra.teacher for extra in profile.distillation.extra_teachers]
+        for key, teacher in zip(teacher_input_names(len(configs) - 1), configs):
+            teacher_data = _teacher_data(step, profile, teacher, data)
+            teachers[key] = step(key, _teacher_stage(profile, teacher, key), data=teacher_data, **_onnx_import(step, profile, teacher, key, teacher_data))
     if done("teacher"):
         return result
 
@@ -100,7 +105,7 @@ def build_profile(
         return StudentStage(StudentStageConfig(student=profile.student, preprocessing=pre, distillation=distillation, seed=profile.seed))
 
     if distilling:
-        student = step("student", student_stage(profile.distillation), data=data, teacher=teacher)
+        student = step("student", student_stage(profile.distillation), data=data, **teachers)
         if profile.distillation.scratch_baseline:
             step("scratch", student_stage(None), data=data)
     else:
@@ -108,9 +113,19 @@ def build_profile(
     if done("distill"):
         return result
 
+    if profile.pruning.method != "none" or profile.clustering.enabled:
+        kd = profile.distillation if distilling and profile.pruning.distill else None
+        prune_cfg = PruneStageConfig(pruning=profile.pruning, clustering=profile.clustering, preprocessing=pre, distillation=kd, seed=profile.seed)
+        student = step("prune", PruneStage(prune_cfg), data=data, student=student, **(teachers if kd else {}))
+    if done("prune"):
+        return result
+
     q = profile.quantization
     for mode in q.modes:
-        cfg = QuantizeStageConfig(mode=mode, calibration_samples=q.calibration_samples, int8_io=q.int8_io, preprocessing=pre)
+        cfg = QuantizeStageConfig(
+            mode=mode, calibration_samples=q.calibration_samples, int8_io=q.int8_io, preprocessing=pre,
+            mixed=q.mixed if mode == "mixed" else None,
+        )
         step(f"quantize:{mode}", QuantizeStage(cfg), data=data, student=student)
     if done("quantize"):
         return result
@@ -120,7 +135,9 @@ def build_profile(
     if done("evaluate"):
         return result
 
-    optional = {key: art[key] for key in ("teacher", "scratch") if key in art}
+    if profile.export.onnx:
+        step("export_onnx", OnnxExportStage(OnnxExportStageConfig(export=profile.export, preprocessing=pre)), data=data, student=student)
+    optional = {key: art[key] for key in ("teacher", "scratch", "export_onnx") if key in art}
     package_cfg = PackageStageConfig(profile_name=profile.name, profile_sha256=profile_sha256(profile), eval_count=profile.dataset.eval_count, preprocessing=pre)
     package = step(
         "package",
@@ -131,6 +148,33 @@ def build_profile(
     result.warnings = acceptance_warnings(profile, package.metrics["host_metrics"])
     result.wall_seconds = time.perf_counter() - started
     return result
+
+
+def _teacher_stage(profile: BuildProfile, teacher: TeacherConfig, key: str) -> TeacherStage:
+    pre = teacher.preprocessing or profile.preprocessing
+    cfg = TeacherStageConfig(teacher=teacher, preprocessing=pre, seed=profile.seed, keras_file_sha256=_teacher_file_sha(profile, teacher, key))
+    return TeacherStage(cfg)
+
+
+def _onnx_import(step, profile: BuildProfile, teacher: TeacherConfig, key: str, data: Artifact) -> dict[str, Artifact]:
+    """``{"onnx_import": artifact}`` for an ``onnx-file`` teacher (converted and checked once, cached)."""
+    cfg = onnx_import_config(teacher, teacher.preprocessing or profile.preprocessing)
+    if cfg is None:
+        return {}
+    return {"onnx_import": step("onnx_import" if key == "teacher" else f"onnx_import:{key}", OnnxImportStage(cfg), data=data)}
+
+
+def _teacher_data(step, profile: BuildProfile, teacher: TeacherConfig, data: Artifact) -> Artifact:
+    """The data artifact at the teacher's own input size (the student's when it has none).
+
+    Splits depend on the seed only, so image i is the same picture at every size and the
+    teacher's logits line up with the student's training images.
+    """
+    if teacher.preprocessing is None or teacher.preprocessing == profile.preprocessing:
+        return data
+    size = f"{teacher.preprocessing.height}x{teacher.preprocessing.width}x{teacher.preprocessing.channels}"
+    cfg = DataStageConfig(dataset=profile.dataset, preprocessing=teacher.preprocessing, seed=profile.seed)
+    return step(f"data:{size}", DataStage(cfg))
 
 
 def acceptance_warnings(profile: BuildProfile, host_metrics: dict) -> list[str]:

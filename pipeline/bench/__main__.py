@@ -16,7 +16,7 @@ def main() -> None:
     from pipeline.progress import RichProgress
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench")
-    parser.add_argument("which", nargs="*", default=["build", "deploy", "farm"], help="benchmarks to run (build, deploy, farm)")
+    parser.add_argument("which", nargs="*", default=["build", "deploy", "farm", "compression", "onnx"], help="benchmarks to run (build, deploy, farm, compression, onnx)")
     parser.add_argument("--profile", default="default")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -34,6 +34,14 @@ def main() -> None:
             from pipeline.bench import farm_bench
 
             payload = farm_bench.run(args.profile, progress=RichProgress())
+        elif name == "compression":
+            from pipeline.bench import compression_bench
+
+            payload = compression_bench.run(args.profile, progress=RichProgress())
+        elif name == "onnx":
+            from pipeline.bench import onnx_bench
+
+            payload = onnx_bench.run(args.profile, progress=RichProgress())
         else:
             parser.error(f"unknown benchmark {name!r}")
         table = Table(title=f"bench: {name} (results/bench/{name}.json)")

@@ -39,7 +39,7 @@ def main(verbose: int) -> None:
 
 
 def _register() -> None:
-    from pipeline.cli import build, deploy, emu, farm, lab, sweep  # noqa: F401  (importing registers the commands)
+    from pipeline.cli import build, convert, deploy, emu, farm, lab, sweep  # noqa: F401  (importing registers the commands)
 
 
 _register()

@@ -27,12 +27,12 @@ def _run(profile: str, until: str | None) -> None:
 @main.command()
 @click.option("--profile", "-p", default="default", show_default=True, help="Profile name in profiles/ or a path to a YAML file.")
 def build(profile: str) -> None:
-    """Build a profile: data, teacher, distill, quantize, evaluate, package (cached)."""
+    """Build a profile: data, teacher, distill, prune, quantize, evaluate, package (cached)."""
     _run(profile, None)
 
 
 @main.command()
-@click.argument("name", type=click.Choice(["data", "teacher", "distill", "quantize", "evaluate", "package"]))
+@click.argument("name", type=click.Choice(["data", "teacher", "distill", "prune", "quantize", "evaluate", "package"]))
 @click.option("--profile", "-p", default="default", show_default=True, help="Profile name in profiles/ or a path to a YAML file.")
 def stage(name: str, profile: str) -> None:
     """Run one stage of a profile (its upstream stages come from the cache or run first)."""

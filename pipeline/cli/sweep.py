@@ -23,11 +23,11 @@ def _words(text: Optional[str]) -> Optional[tuple[str, ...]]:
     return None if text is None else tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def _grid(grid_file: Optional[Path], profile: Optional[str], overrides: dict):
-    from pipeline.config.loader import read_yaml, validate
-    from pipeline.sweep.grid import SweepGrid
+def _grid(grid_file: Optional[str], profile: Optional[str], overrides: dict):
+    from pipeline.config.loader import validate
+    from pipeline.sweep.grid import SweepGrid, load_grid
 
-    data = read_yaml(grid_file, "Sweep grid") if grid_file else {}
+    data = load_grid(grid_file).model_dump(mode="json", exclude_unset=True) if grid_file else {}
     if profile:
         data["base_profile"] = profile
     data.update({key: value for key, value in overrides.items() if value is not None})
@@ -65,7 +65,7 @@ def _finish(result, select_expr: Optional[str], write_profile: Optional[Path]) -
 @main.command()
 @click.option("--profile", "-p", help="base build profile (default: the grid's base_profile, else 'default')")
 @click.option("--target", "-t", required=True, help="a name in targets/ or a path to a target YAML file")
-@click.option("--grid", "grid_file", type=click.Path(path_type=Path), help="sweep grid YAML (see profiles/sweeps/)")
+@click.option("--grid", "grid_file", help="sweep grid: a name in profiles/sweeps/ (default, quick) or a YAML path")
 @click.option("--family", help="comma-separated student families, e.g. mobilenet_v1,mobilenet_v2")
 @click.option("--width", help="comma-separated width multipliers, e.g. 0.5,1.0")
 @click.option("--resolution", help="comma-separated square input sizes, e.g. 24,28")
@@ -78,7 +78,7 @@ def _finish(result, select_expr: Optional[str], write_profile: Optional[Path]) -
 @click.option("--runs", type=click.IntRange(min=1), help="minimum timed invokes per variant (default: the target's)")
 @click.option("--min-seconds", type=click.FloatRange(min=0), help="minimum timed seconds per variant (default: the target's)")
 def sweep(
-    profile: Optional[str], target: str, grid_file: Optional[Path], family: Optional[str], width: Optional[str],
+    profile: Optional[str], target: str, grid_file: Optional[str], family: Optional[str], width: Optional[str],
     resolution: Optional[str], sparsity: Optional[str], pruning_method: Optional[str], quant: Optional[str],
     select_expr: Optional[str], write_profile: Optional[Path], remeasure: bool, runs: Optional[int], min_seconds: Optional[float],
 ) -> None:

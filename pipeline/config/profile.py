@@ -56,9 +56,18 @@ class TrainingConfig(Strict):
     augment: bool = Field(True, description="random shifts and horizontal flips")
 
 
+class OnnxTeacherConfig(Strict):
+    """Kind ``onnx-file``: how the ONNX teacher is converted (onnx2tf) and checked against onnxruntime."""
+
+    layout: Literal["NCHW", "NHWC"] = Field("NCHW", description="input layout of the ONNX model (PyTorch exports are NCHW)")
+    max_abs_error: float = Field(1e-3, gt=0, description="largest allowed |converted - onnxruntime| output difference")
+    min_top1_agreement: float = Field(0.999, ge=0, le=1, description="share of images with the same top-1 class")
+    check_samples: int = Field(1000, gt=0, description="validation images the check runs on")
+
+
 class TeacherConfig(Strict):
-    kind: Literal["resnet", "keras-file"] = "resnet"
-    path: Optional[str] = Field(None, description="a .keras model file when kind is keras-file")
+    kind: Literal["resnet", "keras-file", "onnx-file"] = "resnet"
+    path: Optional[str] = Field(None, description="a .keras model file (keras-file) or an .onnx file (onnx-file)")
     base_width: int = Field(32, gt=0)
     blocks_per_stage: tuple[int, ...] = (2, 2, 2)
     training: TrainingConfig = TrainingConfig()
@@ -67,11 +76,14 @@ class TeacherConfig(Strict):
         description="train and run the teacher at its own input size; soft targets are per image, so a "
         "student at another resolution still gets them (default: the profile's preprocessing)",
     )
+    onnx: Optional[OnnxTeacherConfig] = Field(None, description="kind onnx-file: layout and agreement tolerances")
 
     @model_validator(mode="after")
     def _path_needed(self) -> "TeacherConfig":
-        if self.kind == "keras-file" and not self.path:
-            raise ValueError("teacher kind 'keras-file' needs teacher.path")
+        if self.kind in ("keras-file", "onnx-file") and not self.path:
+            raise ValueError(f"teacher kind '{self.kind}' needs teacher.path")
+        if self.onnx is not None and self.kind != "onnx-file":
+            raise ValueError("teacher.onnx only applies to kind 'onnx-file'")
         return self
 
 
@@ -181,6 +193,16 @@ class AcceptanceConfig(Strict):
 DistillationConfig.model_rebuild()
 
 
+class ExportConfig(Strict):
+    """Extra model files shipped in the bundle next to model.tflite (listed in manifest ``extra_models``)."""
+
+    onnx: bool = Field(False, description="also export the student to ONNX (tf2onnx) as model.onnx")
+    opset: int = Field(17, ge=13, le=18, description="ONNX opset of the export")
+    max_abs_error: float = Field(1e-3, gt=0, description="largest allowed |onnxruntime - Keras| output difference")
+    min_top1_agreement: float = Field(0.999, ge=0, le=1)
+    check_samples: int = Field(1000, gt=0, description="test images the export is checked on")
+
+
 class BuildProfile(Strict):
     name: str
     description: str = ""
@@ -194,6 +216,7 @@ class BuildProfile(Strict):
     clustering: ClusteringConfig = ClusteringConfig()
     quantization: QuantizationConfig = QuantizationConfig()
     acceptance: AcceptanceConfig = AcceptanceConfig()
+    export: ExportConfig = ExportConfig()
 
     @model_validator(mode="after")
     def _calibration_fits(self) -> "BuildProfile":

@@ -40,10 +40,20 @@ def build_table(result: BuildResult) -> Table:
         if key in art:
             m = art[key].metrics
             table.add_row(label, _fmt_acc(m.get("test_accuracy")), "-", f"{m.get('parameters', 0):,}", _millions(m.get("macs", 0)), "-", seconds(key))
+    if "prune" in art:
+        m = art["prune"].metrics
+        c = m.get("compression", {})
+        what = c.get("applied_method", "none") + (f"+{c['clustering']['clusters']} clusters" if c.get("clustering") else "")
+        sparsity = (c.get("after") or {}).get("sparsity")
+        label = f"student {what}" + (f" (sparsity {sparsity:.2f})" if isinstance(sparsity, (int, float)) else "")
+        table.add_row(label, _fmt_acc(m.get("test_accuracy")), "-", f"{m.get('parameters', 0):,}", _millions(m.get("macs", 0)), "-", seconds("prune"))
     for mode in result.profile.quantization.modes:
         key = f"evaluate:{mode}"
         if key in art:
             m = art[key].metrics
             marker = " *" if mode == ship else ""
             table.add_row(f"tflite {mode}{marker}", _fmt_acc(m["accuracy"]), _fmt_acc(m["agreement_with_keras"]), "", "", f"{m['tflite_bytes'] / 1024:.1f} KB", seconds(f"quantize:{mode}"))
+    if "export_onnx" in art:  # agreement of onnxruntime with Keras on the export check's test images
+        m = art["export_onnx"].metrics
+        table.add_row(f"onnx opset {m['opset']}", "-", _fmt_acc(m["check"]["top1_agreement"]), "", "", f"{m['bytes'] / 1024:.1f} KB", seconds("export_onnx"))
     return table

@@ -48,6 +48,7 @@ class PackageStage(Stage):
     def run(self, inputs: Mapping[str, Artifact], out: Path, ctx: RunContext) -> dict[str, Any]:
         from pipeline.bundle.writer import write_bundle
         from pipeline.data.preprocessing import PreprocessingSpec
+        from pipeline.stages.onnx_export_stage import bundle_extras
 
         cfg: PackageStageConfig = self.config  # type: ignore[assignment]
         data = Splits(inputs["data"], cfg.preprocessing)
@@ -80,6 +81,10 @@ class PackageStage(Stage):
             "distilled": student.get("distilled"),
             "tool_versions": tool_versions(),
         }
+        if "compression" in student:
+            provenance["compression"] = compression_summary(student["compression"])
+            host_metrics["sparsity"] = student["compression"].get("after", {}).get("sparsity")
+        extra_files, extra_models = bundle_extras(inputs)
         bundle = write_bundle(
             bundles_root=out / BUNDLES,
             profile_name=cfg.profile_name,
@@ -94,8 +99,21 @@ class PackageStage(Stage):
             host_predictions=host_predictions,
             host_metrics=host_metrics,
             provenance=provenance,
+            extra_files=extra_files or None,
+            extra_models=extra_models or None,
         )
         return {"bundle_id": bundle.name, "host_metrics": host_metrics}
+
+
+def compression_summary(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The headline of a prune-stage report, small enough for a manifest."""
+    clustering = report.get("clustering") or {}
+    return {
+        "pruning": report.get("applied_method", report.get("method")),
+        "requested_sparsity": report.get("requested_sparsity"),
+        "sparsity": (report.get("after") or {}).get("sparsity"),
+        "clusters": clustering.get("clusters"),
+    }
 
 
 def publish_bundle(artifact: Artifact, bundles_root: Path) -> Path:

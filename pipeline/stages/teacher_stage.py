@@ -27,13 +27,20 @@ class TeacherStageConfig(Strict):
 
 class TeacherStage(Stage):
     name = "teacher"
-    version = 1
+    version = 2  # 2: BatchNorm momentum 0.9
     inputs = ("data",)
+
+    def __init__(self, config: TeacherStageConfig) -> None:
+        super().__init__(config)
+        if config.teacher.kind == "onnx-file":  # the converted model comes from the cached onnx_import stage
+            self.inputs = ("data", "onnx_import")
 
     def config_json(self) -> Any:
         # The effective input size is ``preprocessing`` below; teacher.preprocessing only chose it.
         cfg = super().config_json()
         cfg["teacher"].pop("preprocessing", None)
+        if cfg["teacher"].get("onnx") is None:
+            cfg["teacher"].pop("onnx", None)  # keeps the recipe ids of teachers from before teacher.onnx existed
         return cfg
 
     def run(self, inputs: Mapping[str, Artifact], out: Path, ctx: RunContext) -> dict[str, Any]:
@@ -50,6 +57,11 @@ class TeacherStage(Stage):
         if cfg.teacher.kind == "keras-file":
             model = load_keras_teacher(Path(cfg.teacher.path), data.input_shape, classes)
             metrics["source"] = cfg.teacher.path
+        elif cfg.teacher.kind == "onnx-file":
+            from pipeline.stages.onnx_import_stage import load_imported_teacher
+
+            model = load_imported_teacher(inputs["onnx_import"])
+            metrics["source"] = cfg.teacher.path
         else:
             model = build_resnet_teacher(data.input_shape, classes, cfg.teacher.base_width, tuple(cfg.teacher.blocks_per_stage))
             metrics.update(
@@ -63,11 +75,16 @@ class TeacherStage(Stage):
             np.save(out / "logits_train.npy", predict_logits(model, x_train))
             np.save(out / "logits_train_flipped.npy", predict_logits(model, x_train[:, :, ::-1]))
             test_logits = predict_logits(model, data.model_input("x_test"))
-        model.save(out / MODEL_FILE)
+        if cfg.teacher.kind == "onnx-file":
+            # The converted SavedModel stays in the onnx_import artifact; its weights are constants
+            # Keras cannot count, so the sizes come from the ONNX graph.
+            imported = inputs["onnx_import"].metrics
+            metrics.update(parameters=imported["parameters"], macs=imported["macs"])
+        else:
+            model.save(out / MODEL_FILE)
+            metrics.update(parameters=count_parameters(model), macs=count_macs(model))
         metrics.update(
             model=model.name,
-            parameters=count_parameters(model),
-            macs=count_macs(model),
             test_accuracy=float(np.mean(test_logits.argmax(1) == data.raw("y_test"))),
         )
         return metrics

@@ -14,19 +14,21 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from pipeline.config.loader import load_model, validate
+from pipeline.config.loader import load_model, resolve_named_yaml, validate
 from pipeline.config.profile import BuildProfile, QuantMode, Strict, load_profile
 from pipeline.errors import ConfigError
+from pipeline.paths import builtin_profiles_dir
 
 Family = Literal["mobilenet_v1", "mobilenet_v2", "squeezenet"]
 
 
 class SweepGrid(Strict):
-    """What to vary. Empty lists are an error: they would make the grid empty."""
+    """What to vary. Empty family, width or resolution keep the base profile's value; empty
+    sparsity or quantization lists are an error, since they would make the grid empty."""
 
     base_profile: str = Field("default", description="profile name or path every variant starts from")
-    family: tuple[Family, ...] = ("mobilenet_v2",)
-    width: tuple[float, ...] = (1.0,)
+    family: tuple[Family, ...] = Field((), description="student families; empty means the base profile's")
+    width: tuple[float, ...] = Field((), description="width multipliers; empty means the base profile's")
     resolution: tuple[int, ...] = Field((), description="square input sizes; empty means the base profile's")
     sparsity: tuple[float, ...] = (0.0,)
     pruning_method: Literal["structured", "magnitude"] = "structured"
@@ -49,12 +51,14 @@ class Variant:
     profile: BuildProfile
 
 
-def load_grid(path: str | Path) -> SweepGrid:
-    return load_model(SweepGrid, Path(path), "Sweep grid")
+def load_grid(name_or_path: str | Path) -> SweepGrid:
+    """``default`` means profiles/sweeps/default.yaml; anything with a suffix or folder is a path."""
+    path = resolve_named_yaml(name_or_path, builtin_profiles_dir() / "sweeps", "sweep grid", "or pass a path to a YAML file.")
+    return load_model(SweepGrid, path, "Sweep grid")
 
 
 def _check_not_empty(grid: SweepGrid) -> None:
-    empty = [key for key in ("family", "width", "sparsity", "quantization") if not getattr(grid, key)]
+    empty = [key for key in ("sparsity", "quantization") if not getattr(grid, key)]
     if empty:
         raise ConfigError(
             f"The sweep grid would produce zero variants: {', '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty. "
@@ -73,7 +77,9 @@ def expand(grid: SweepGrid, base: BuildProfile | None = None) -> list[Variant]:
     _check_not_empty(grid)
     variants = []
     seen: set[str] = set()
-    for family, width, size, sparsity, mode in itertools.product(grid.family, grid.width, resolutions, grid.sparsity, grid.quantization):
+    families = grid.family or (base.student.family,)
+    widths = grid.width or (base.student.width_multiplier,)
+    for family, width, size, sparsity, mode in itertools.product(families, widths, resolutions, grid.sparsity, grid.quantization):
         name = f"{family}-w{_label(width)}-r{size}-s{_label(sparsity)}-{mode}"
         if name in seen:
             continue

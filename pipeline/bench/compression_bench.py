@@ -1,0 +1,144 @@
+"""Benchmark compression depth: structured pruning, mixed precision, clustering, and the sweep.
+
+Everything comes from one sweep (profiles/sweeps/default.yaml on the local target) run twice, plus
+one clustered build:
+- pruning: the int8 mobilenet_v2 variant at 0 and 0.5 structured sparsity, p50 on the target and
+  host top-1 on the whole test split;
+- mixed precision: float32, int8 and mixed variants of the same student;
+- the second sweep run must build nothing (every stage a cache hit) and measure nothing new.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+from pipeline.bench.common import target, write_result
+from pipeline.progress import Progress
+
+GRID = "default"  # profiles/sweeps/default.yaml
+
+
+def _row(rows: list[dict[str, Any]], **settings: Any) -> Optional[dict[str, Any]]:
+    for row in rows:
+        if all(row.get(k) == v for k, v in settings.items()) and not row.get("error"):
+            return row
+    return None
+
+
+def _pruning(rows: list[dict[str, Any]], family: str) -> dict[str, Any]:
+    dense = _row(rows, family=family, sparsity=0.0, quantization="int8")
+    pruned = _row(rows, family=family, sparsity=0.5, quantization="int8")
+    if not dense or not pruned:
+        return {"family": family, "error": "variant missing from the sweep"}
+    return {
+        "family": family,
+        "dense": {k: dense[k] for k in ("accuracy", "latency_ms", "size_kb", "parameters", "macs")},
+        "pruned_50pct_channels": {k: pruned[k] for k in ("accuracy", "latency_ms", "size_kb", "parameters", "macs")},
+        "latency_reduction": round(1 - pruned["latency_ms"] / dense["latency_ms"], 4),
+        "accuracy_loss_points": round((dense["accuracy"] - pruned["accuracy"]) * 100, 3),
+    }
+
+
+def _mixed(rows: list[dict[str, Any]], family: str, sparsity: float, budget: float) -> dict[str, Any]:
+    modes = {m: _row(rows, family=family, sparsity=sparsity, quantization=m) for m in ("float32", "int8", "mixed")}
+    if not all(modes.values()):
+        return {"family": family, "sparsity": sparsity, "error": "variant missing from the sweep"}
+    f32, i8, mx = (modes[m]["accuracy"] for m in ("float32", "int8", "mixed"))
+    lost = f32 - i8
+    within = lost <= budget
+    recovered = None if within or lost <= 0 else (mx - i8) / lost
+    return {
+        "family": family,
+        "sparsity": sparsity,
+        "accuracy": {"float32": f32, "int8": i8, "mixed": mx},
+        "size_kb": {m: modes[m]["size_kb"] for m in modes},
+        "latency_ms": {m: modes[m]["latency_ms"] for m in modes},
+        "int8_loss_points": round(lost * 100, 3),
+        "int8_within_budget": within,
+        "share_of_int8_loss_recovered": None if recovered is None else round(recovered, 3),
+        "met": within or (recovered is not None and recovered >= 0.5),
+    }
+
+
+def _clustering(progress: Optional[Progress]) -> dict[str, Any]:
+    from pipeline.build import build_profile
+    from pipeline.config.profile import load_profile
+
+    base = load_profile("default")
+    data = base.model_dump(mode="json")
+    data.update(name="default-clustered")
+    data["clustering"] = {"enabled": True, "clusters": 16, "fine_tune_epochs": 1}
+    data["quantization"].update(modes=["float32", "int8"], ship="int8")
+    data["distillation"]["scratch_baseline"] = False
+    result = build_profile(base.model_validate(data), progress=progress)
+    report = result.artifacts["prune"].metrics["compression"]
+    before, after = report["before"], report["after"]
+    return {
+        "clusters": 16,
+        "float32_tflite_bytes": {"before": before["float32_tflite_bytes"], "after": after["float32_tflite_bytes"]},
+        "float32_tflite_gzip_bytes": {"before": before["float32_tflite_gzip_bytes"], "after": after["float32_tflite_gzip_bytes"]},
+        "gzip_ratio": round(after["float32_tflite_gzip_bytes"] / before["float32_tflite_gzip_bytes"], 4),
+        "test_accuracy": {"before": before["test_accuracy"], "after": after["test_accuracy"]},
+        "int8_accuracy": result.artifacts["evaluate:int8"].metrics["accuracy"],
+    }
+
+
+def run(profile: str = "default", progress: Optional[Progress] = None) -> dict[str, Any]:
+    from pipeline.config.profile import load_profile
+    from pipeline.config.target import load_target
+    from pipeline.reports.sweep_report import write_sweep_report
+    from pipeline.sweep.grid import expand, load_grid
+    from pipeline.sweep.runner import run_sweep, sweep_reports_dir
+
+    grid = load_grid(GRID)
+    if profile != "default":
+        grid = grid.model_copy(update={"base_profile": profile})
+    local = load_target("local")
+    started = time.perf_counter()
+    first = run_sweep(grid, local, progress=progress)
+    first_seconds = time.perf_counter() - started
+    write_sweep_report(first, sweep_reports_dir(first.sweep_id))
+    started = time.perf_counter()
+    second = run_sweep(grid, local, progress=progress)
+    second_seconds = time.perf_counter() - started
+
+    budget = load_profile(grid.base_profile).quantization.mixed.max_accuracy_drop
+    rows = first.rows
+    pruning = [_pruning(rows, family) for family in grid.family]
+    mixed = [_mixed(rows, family, s, budget) for family in grid.family for s in grid.sparsity]
+    v2 = pruning[0]
+    clustering = _clustering(progress)
+    payload = {
+        "grid": grid.model_dump(mode="json"),
+        "target": local.name,
+        "variants": len(expand(grid)),
+        "sweep": {
+            "first_run_seconds": round(first_seconds, 1),
+            "second_run_seconds": round(second_seconds, 1),
+            "first_run_variants_fully_cached": sum(int(r.get("built_from_cache") or 0) for r in first.rows),
+            "second_run_variants_fully_cached": sum(int(r.get("built_from_cache") or 0) for r in second.rows),
+            "failed_variants": [r["name"] for r in first.rows if r.get("error")],
+            "latency_front": [first.rows[i]["name"] for i in first.latency_front],
+            "size_front": [first.rows[i]["name"] for i in first.size_front],
+            "report": str(sweep_reports_dir(first.sweep_id) / "report.html"),
+            "rows": [{k: r.get(k) for k in ("name", "accuracy", "latency_ms", "size_kb", "parameters", "macs", "build_seconds", "error")} for r in rows],
+        },
+        "structured_pruning": pruning,
+        "mixed_precision": mixed,
+        "clustering": clustering,
+        "targets": {
+            "pruning_50pct_latency_reduction_ge_30pct": target(v2.get("latency_reduction"), 0.30, True),
+            "pruning_50pct_accuracy_loss_le_1_point": target(v2.get("accuracy_loss_points"), 1.0, False),
+            "mixed_recovers_half_or_int8_within_budget": {"value": [m.get("share_of_int8_loss_recovered") for m in mixed],
+                                                          "met": all(m.get("met") for m in mixed)},
+            "sweep_variants_ge_12": target(len(expand(grid)), 12, True),
+            "sweep_minutes_le_60": target(round(first_seconds / 60, 2), 60, False),
+            "second_sweep_all_cached": {
+                "value": f"{sum(int(r.get('built_from_cache') or 0) for r in second.rows)}/{len(second.rows)}",
+                "met": all(r.get("built_from_cache") for r in second.rows),
+            },
+        },
+    }
+    write_result("compression", payload)
+    return payload
