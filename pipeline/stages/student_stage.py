@@ -36,7 +36,7 @@ class StudentStage(Stage):
         self.inputs = ("data",) if kd is None else ("data",) + teacher_input_names(len(kd.extra_teachers))
 
     def config_json(self) -> Any:
-        return omit_defaults(super().config_json(), {"distillation.teacher_weight": 1.0, "distillation.extra_teachers": []})
+        return kd_recipe(super().config_json())
 
     @property
     def label(self) -> str:
@@ -71,6 +71,19 @@ class StudentStage(Stage):
             test_accuracy=float(np.mean(test_logits.argmax(1) == data.raw("y_test"))),
         )
         return metrics
+
+
+def kd_recipe(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Drop distillation keys that do not change what the student learns from the recipe.
+
+    ``scratch_baseline`` and ``enabled`` only decide which stages run, so a sweep that skips the
+    scratch baseline still reuses the default build's distilled student.
+    """
+    kd = cfg.get("distillation")
+    if isinstance(kd, dict):
+        kd.pop("scratch_baseline", None)
+        kd.pop("enabled", None)
+    return omit_defaults(cfg, {"distillation.teacher_weight": 1.0, "distillation.extra_teachers": []})
 
 
 def teacher_input_names(extra: int) -> tuple[str, ...]:

@@ -58,3 +58,18 @@ def test_builtin_grids_expand() -> None:
     for path in grids:
         grid = load_grid(path)
         assert len(expand(grid, load_profile(grid.base_profile))) >= 1
+
+
+def test_a_variant_reuses_the_base_profiles_distilled_student() -> None:
+    """Skipping the scratch baseline must not change the distilled student's recipe."""
+    from pipeline.stages.student_stage import StudentStage, StudentStageConfig
+
+    base = load_profile("default")
+    variant = expand(SweepGrid(base_profile="default", quantization=("int8",)))[0].profile
+    assert variant.distillation.scratch_baseline != base.distillation.scratch_baseline
+
+    def recipe(p):
+        cfg = StudentStageConfig(student=p.student, preprocessing=p.preprocessing, distillation=p.distillation, seed=p.seed)
+        return StudentStage(cfg).config_json()
+
+    assert recipe(variant) == recipe(base)
