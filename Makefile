@@ -15,7 +15,7 @@ LAB_DEVICES ?= 4
 INVENTORY ?= results/lab/farm.yaml
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup system-packages agent-venv build deploy profile doctor rollback nightly lab-start lab-stop emu-device emu-stop emu-status test-arm test bench clean
+.PHONY: setup system-packages agent-venv build deploy sweep profile doctor rollback nightly lab-start lab-stop emu-device emu-stop emu-status test-arm test bench clean
 
 setup: $(STAMP)
 
@@ -53,6 +53,12 @@ build: setup
 # overrides the target's default_profile.
 deploy: setup
 	$(EDGESHIP) deploy $(TARGET) $(if $(filter command line,$(origin PROFILE)),--profile $(PROFILE))
+
+# The accuracy-vs-cost sweep of profiles/sweeps/$(GRID).yaml on $(TARGET); add SELECT="latency_ms<=..,accuracy>=.."
+# to pick a variant (written to results/chosen.yaml, then `make deploy TARGET=.. PROFILE=results/chosen.yaml`).
+GRID ?= default
+sweep: setup
+	$(EDGESHIP) sweep --target $(TARGET) --grid $(GRID) $(if $(SELECT),--select "$(SELECT)" --write-profile results/chosen.yaml)
 
 profile: setup
 	$(EDGESHIP) profile $(TARGET)
