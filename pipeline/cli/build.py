@@ -12,11 +12,14 @@ def _run(profile: str, until: str | None) -> None:
 
     from pipeline.build import build_profile
     from pipeline.progress import RichProgress
-    from pipeline.reports.build_table import build_table
+    from pipeline.reports.build_table import build_table, pruning_table
 
     console = Console()
     result = build_profile(profile, progress=RichProgress(), until=until)
     console.print(build_table(result))
+    compression = pruning_table(result)
+    if compression is not None:
+        console.print(compression)
     if result.bundle_dir is not None:
         console.print(f"bundle: {result.bundle_dir} ({result.bundle_dir.name}.tar.gz beside it)")
     for warning in result.warnings:

@@ -57,3 +57,31 @@ def build_table(result: BuildResult) -> Table:
         m = art["export_onnx"].metrics
         table.add_row(f"onnx opset {m['opset']}", "-", _fmt_acc(m["check"]["top1_agreement"]), "", "", f"{m['bytes'] / 1024:.1f} KB", seconds("export_onnx"))
     return table
+
+
+def pruning_table(result: BuildResult) -> Table | None:
+    """Before/after of the prune stage, then the real sparsity of every pruned layer (None if no prune stage)."""
+    if "prune" not in result.artifacts:
+        return None
+    report = result.artifacts["prune"].metrics.get("compression", {})
+    before, after = report.get("before", {}), report.get("after", {})
+    table = Table(title=f"compression: {report.get('applied_method', report.get('method'))}"
+                  + (f" + {report['clustering']['clusters']} clusters" if report.get("clustering") else ""))
+    for column in ("", "before", "after"):
+        table.add_column(column, justify="left" if not column else "right")
+    rows = (
+        ("top-1 (Keras)", "test_accuracy", _fmt_acc),
+        ("parameters", "parameters", lambda v: f"{v:,}"),
+        ("MACs", "macs", _millions),
+        ("sparsity", "sparsity", lambda v: f"{v:.3f}"),
+        ("float32 .tflite", "float32_tflite_bytes", lambda v: f"{v / 1024:.1f} KB"),
+        ("float32 .tflite gzip", "float32_tflite_gzip_bytes", lambda v: f"{v / 1024:.1f} KB"),
+    )
+    for label, key, fmt in rows:
+        table.add_row(label, *("-" if side.get(key) is None else fmt(side[key]) for side in (before, after)))
+    for row in report.get("layers", []):
+        if row.get("zeros"):
+            table.add_row(f"  {row['layer']}", f"{row['parameters']:,}", f"{row['sparsity']:.2f} sparse")
+    for group in (report.get("structured") or {}).get("groups", []):
+        table.add_row(f"  {group['layer']}", f"{group['channels']} ch", f"{group['kept']} ch")
+    return table
