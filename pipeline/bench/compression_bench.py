@@ -26,16 +26,43 @@ def _row(rows: list[dict[str, Any]], **settings: Any) -> Optional[dict[str, Any]
     return None
 
 
+def interleaved_p50(dense: bytes, pruned: bytes, threads: int, rounds: int = 7, runs: int = 3000) -> dict[str, float]:
+    """Median over ABAB... rounds of each model's p50, so drift on the host hits both alike.
+
+    At ~50 µs per invoke, two sweep measurements minutes apart differ by more than the effect of
+    pruning; alternating the two models in one process is the fair comparison.
+    """
+    import numpy as np
+
+    from pipeline.quantize.mixed import p50_latency_ms
+
+    image = np.zeros((28, 28, 1), dtype=np.float32)
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(p50_latency_ms(dense, image, runs=runs, threads=threads))
+        b.append(p50_latency_ms(pruned, image, runs=runs, threads=threads))
+    return {"dense_ms": float(np.median(a)), "pruned_ms": float(np.median(b)), "reduction": round(1 - float(np.median(b)) / float(np.median(a)), 4)}
+
+
 def _pruning(rows: list[dict[str, Any]], family: str) -> dict[str, Any]:
+    from pipeline.paths import bundles_dir
+
     dense = _row(rows, family=family, sparsity=0.0, quantization="int8")
     pruned = _row(rows, family=family, sparsity=0.5, quantization="int8")
     if not dense or not pruned:
         return {"family": family, "error": "variant missing from the sweep"}
+    models = [(bundles_dir() / row["bundle_id"] / "model.tflite").read_bytes() for row in (dense, pruned)]
+    ab = {f"threads_{t}": interleaved_p50(*models, threads=t) for t in (1, 2)}
     return {
         "family": family,
         "dense": {k: dense[k] for k in ("accuracy", "latency_ms", "size_kb", "parameters", "macs")},
         "pruned_50pct_channels": {k: pruned[k] for k in ("accuracy", "latency_ms", "size_kb", "parameters", "macs")},
-        "latency_reduction": round(1 - pruned["latency_ms"] / dense["latency_ms"], 4),
+        "sweep_latency_reduction": round(1 - pruned["latency_ms"] / dense["latency_ms"], 4),
+        "interleaved_p50": ab,
+        # Headline: one thread. With two threads on this 2-core host a ~50 µs invoke is dominated by
+        # thread hand-off and is bimodal (one identical model measured 0.054 and 0.093 ms in one sweep);
+        # both figures are in "interleaved_p50".
+        "latency_reduction": ab["threads_1"]["reduction"],
         "accuracy_loss_points": round((dense["accuracy"] - pruned["accuracy"]) * 100, 3),
     }
 
@@ -96,7 +123,7 @@ def run(profile: str = "default", progress: Optional[Progress] = None) -> dict[s
         grid = grid.model_copy(update={"base_profile": profile})
     local = load_target("local")
     started = time.perf_counter()
-    first = run_sweep(grid, local, progress=progress)
+    first = run_sweep(grid, local, progress=progress, remeasure=True)  # all 16 measured in one session
     first_seconds = time.perf_counter() - started
     write_sweep_report(first, sweep_reports_dir(first.sweep_id))
     started = time.perf_counter()
