@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 MIN_CLUSTERS, MAX_CLUSTERS = 2, 256  # 1..8 bit indices
 MAX_ITERATIONS = 100
+PRUNED_SHARE = 0.01  # a kernel with at least this share of exact zeros counts as pruned
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class ClusterResult:
 
     layers: list[ClusteredLayer]
     assignments: dict[str, np.ndarray] = field(default_factory=dict)  # layer -> cluster index per weight
+    zero_cluster: set[str] = field(default_factory=set)  # pruned layers: cluster 0 is pinned at exactly 0
 
     def rows(self) -> list[dict]:
         """The per-layer report as plain dicts, for JSON reports."""
@@ -103,9 +105,20 @@ def cluster_weights(model: keras.Model, clusters: int = 16, min_params: int = 25
         raise ConfigError(f"Weight clustering min_params must be at least 1, got {min_params}.")
     rows: list[ClusteredLayer] = []
     assignments: dict[str, np.ndarray] = {}
+    zero_cluster: set[str] = set()
     for name, kernel in _kernels(model, min_params, skip).items():
         before = keras.ops.convert_to_numpy(kernel)
-        centroids, labels = kmeans_1d(before, clusters)
+        pruned = before == 0
+        if PRUNED_SHARE <= pruned.mean() < 1.0:
+            # Deep Compression clusters only the surviving weights: pruned ones stay exactly zero
+            # in a cluster of their own, so clustering never undoes pruning.
+            centroids_nz, labels_nz = kmeans_1d(before[~pruned], clusters - 1)
+            centroids = np.concatenate([[0.0], centroids_nz])
+            labels = np.zeros(before.size, dtype=np.int64)
+            labels[~pruned.ravel()] = labels_nz + 1
+            zero_cluster.add(name)
+        else:
+            centroids, labels = kmeans_1d(before, clusters)
         after = centroids[labels].reshape(before.shape).astype(before.dtype)
         kernel.assign(after)
         assignments[name] = labels.reshape(before.shape)
@@ -114,7 +127,7 @@ def cluster_weights(model: keras.Model, clusters: int = 16, min_params: int = 25
         log.debug("clustered %s: %d weights -> %d values, mse %.3g", name, row.weights, row.unique_after, row.mse)
     if not rows:
         log.warning("weight clustering found no kernel with >= %d weights in '%s'", min_params, model.name)
-    return ClusterResult(rows, assignments)
+    return ClusterResult(rows, assignments, zero_cluster)
 
 
 class ClusterPreservingCallback(keras.callbacks.Callback):
@@ -128,6 +141,7 @@ class ClusterPreservingCallback(keras.callbacks.Callback):
         super().__init__()
         self.assignments = {name: labels.ravel() for name, labels in result.assignments.items()}
         self.clusters = {name: int(labels.max()) + 1 if labels.size else 1 for name, labels in self.assignments.items()}
+        self.zero_cluster = set(result.zero_cluster)
         self._variables: dict[str, keras.Variable] = {}
 
     def on_train_begin(self, logs=None) -> None:
@@ -141,7 +155,10 @@ class ClusterPreservingCallback(keras.callbacks.Callback):
     def _snap(self) -> None:
         for name, kernel in self._variables.items():
             values = keras.ops.convert_to_numpy(kernel)
-            kernel.assign(cluster_means(values, self.assignments[name], self.clusters[name]).astype(values.dtype))
+            snapped = cluster_means(values, self.assignments[name], self.clusters[name])
+            if name in self.zero_cluster:
+                snapped.ravel()[self.assignments[name] == 0] = 0.0
+            kernel.assign(snapped.astype(values.dtype))
 
     def on_train_batch_end(self, batch, logs=None) -> None:
         self._snap()

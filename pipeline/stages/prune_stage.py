@@ -33,7 +33,7 @@ class PruneStageConfig(Strict):
 
 class PruneStage(Stage):
     name = "prune"
-    version = 1
+    version = 2  # 2: clustering keeps magnitude-pruned weights at exactly zero
 
     def __init__(self, config: PruneStageConfig) -> None:
         super().__init__(config)

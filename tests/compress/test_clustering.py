@@ -124,3 +124,28 @@ def test_clustered_float_tflite_gzips_smaller() -> None:
     report = compression_report(before, after)
     assert abs(report["raw_bytes_after"] - report["raw_bytes_before"]) < 64  # same layout, same floats count
     assert report["gzip_bytes_after"] < report["gzip_bytes_before"]
+
+
+@pytest.mark.slow
+def test_clustering_a_pruned_model_keeps_pruned_weights_exactly_zero() -> None:
+    """Deep Compression order: prune, then share weights among the survivors only."""
+    from pipeline.compress.clustering import ClusterPreservingCallback, cluster_weights
+    from pipeline.compress.magnitude import prune_to
+    from pipeline.config.profile import TrainingConfig
+    from pipeline.training.fit import train_classifier
+
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 1, size=(32, 12, 12, 1)).astype("float32")
+    y = np.arange(32) % 3
+    model = tiny_model()
+    prune_to(model, 0.6, include_classifier=True)
+    zeros = {name: model.get_layer(name).kernel.numpy() == 0 for name in ("conv", "pw", "logits")}
+    result = cluster_weights(model, clusters=4, min_params=1)
+    assert {"conv", "pw", "logits"} <= result.zero_cluster
+    training = TrainingConfig(epochs=1, batch_size=8, learning_rate=0.01, augment=False)
+    train_classifier(model, x, y, 3, training, seed=0, label="fine-tune", callbacks=[ClusterPreservingCallback(result)])
+    for name, mask in zeros.items():
+        kernel = model.get_layer(name).kernel.numpy()
+        assert np.all(kernel[mask] == 0), name  # pruning survived clustering and fine-tuning
+        assert np.unique(kernel).size <= 4, name  # zero plus at most 3 shared values
+    assert np.any(model.get_layer("pw").kernel.numpy()[~zeros["pw"]] != 0)

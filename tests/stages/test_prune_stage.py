@@ -119,3 +119,17 @@ def test_bad_compression_settings_name_the_key(bad, message, tmp_path) -> None:
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")) as err:
         load_profile(str(path))
     assert "bad.yaml" in str(err.value)
+
+
+def test_prune_then_cluster_keeps_the_sparsity() -> None:
+    """The Deep Compression chain in one profile: distill → magnitude prune → cluster → quantize."""
+    result = build_profile(profile(
+        pruning={"method": "magnitude", "sparsity": 0.5},
+        clustering={"enabled": True, "clusters": 8, "fine_tune_epochs": 1},
+        quantization={"modes": ["float32"], "ship": "float32"},
+    ))
+    report = result.artifacts["prune"].metrics["compression"]
+    assert report["applied_method"] == "magnitude" and report["clustering"]["clusters"] == 8
+    assert report["after"]["sparsity"] > 0.4  # clustering and its fine-tune did not refill pruned weights
+    assert all(row["unique_after"] <= 8 for row in report["clustering"]["layers"])
+    assert report["after"]["float32_tflite_gzip_bytes"] < 0.6 * report["before"]["float32_tflite_gzip_bytes"]
