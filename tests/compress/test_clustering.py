@@ -25,6 +25,20 @@ def tiny_model(seed: int = 0):
     )
 
 
+def random_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """32 random 12x12 images with 3 balanced labels, for one-epoch fine-tunes."""
+    x = np.random.default_rng(seed).uniform(0, 1, size=(32, 12, 12, 1)).astype("float32")
+    return x, np.arange(32) % 3
+
+
+def one_epoch(model, x, y, callbacks) -> None:
+    from pipeline.config.profile import TrainingConfig
+    from pipeline.training.fit import train_classifier
+
+    training = TrainingConfig(epochs=1, batch_size=8, learning_rate=0.01, augment=False)
+    train_classifier(model, x, y, 3, training, seed=0, label="fine-tune", callbacks=callbacks)
+
+
 def unique_counts(model, names) -> dict[str, int]:
     return {name: int(np.unique(model.get_layer(name).kernel.numpy()).size) for name in names}
 
@@ -89,18 +103,13 @@ def test_clustering_limits_unique_values_per_kernel() -> None:
 @pytest.mark.slow
 def test_callback_preserves_clusters_through_fine_tuning() -> None:
     from pipeline.compress.clustering import ClusterPreservingCallback, cluster_weights
-    from pipeline.config.profile import TrainingConfig
-    from pipeline.training.fit import train_classifier
 
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, size=(32, 12, 12, 1)).astype("float32")
-    y = np.arange(32) % 3
+    x, y = random_data(0)
     model = tiny_model()
     result = cluster_weights(model, clusters=4, min_params=64)
     names = [row.layer for row in result.layers]
     before = {name: model.get_layer(name).kernel.numpy().copy() for name in names}
-    training = TrainingConfig(epochs=1, batch_size=8, learning_rate=0.01, augment=False)
-    train_classifier(model, x, y, 3, training, seed=0, label="cluster fine-tune", callbacks=[ClusterPreservingCallback(result)])
+    one_epoch(model, x, y, [ClusterPreservingCallback(result)])
     after = unique_counts(model, names)
     assert all(count <= 4 for count in after.values()), after
     assert any(not np.array_equal(before[n], model.get_layer(n).kernel.numpy()) for n in names)  # centroids moved
@@ -131,19 +140,14 @@ def test_clustering_a_pruned_model_keeps_pruned_weights_exactly_zero() -> None:
     """Deep Compression order: prune, then share weights among the survivors only."""
     from pipeline.compress.clustering import ClusterPreservingCallback, cluster_weights
     from pipeline.compress.magnitude import prune_to
-    from pipeline.config.profile import TrainingConfig
-    from pipeline.training.fit import train_classifier
 
-    rng = np.random.default_rng(1)
-    x = rng.uniform(0, 1, size=(32, 12, 12, 1)).astype("float32")
-    y = np.arange(32) % 3
+    x, y = random_data(1)
     model = tiny_model()
     prune_to(model, 0.6, include_classifier=True)
     zeros = {name: model.get_layer(name).kernel.numpy() == 0 for name in ("conv", "pw", "logits")}
     result = cluster_weights(model, clusters=4, min_params=1)
     assert {"conv", "pw", "logits"} <= result.zero_cluster
-    training = TrainingConfig(epochs=1, batch_size=8, learning_rate=0.01, augment=False)
-    train_classifier(model, x, y, 3, training, seed=0, label="fine-tune", callbacks=[ClusterPreservingCallback(result)])
+    one_epoch(model, x, y, [ClusterPreservingCallback(result)])
     for name, mask in zeros.items():
         kernel = model.get_layer(name).kernel.numpy()
         assert np.all(kernel[mask] == 0), name  # pruning survived clustering and fine-tuning
