@@ -6,7 +6,6 @@ real agent under the device-like Python (.venv-agent), and LiteRT in this proces
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
 import time
@@ -25,24 +24,14 @@ from pipeline.progress import Progress
 
 def bare_loop_p50(bundle: Path, threads: int, runs: int = 2000) -> float:
     """p50 of ``invoke()`` in a plain loop in this process: the floor the agent is measured against."""
-    from pipeline.data.preprocessing import PreprocessingSpec
-    from pipeline.quantize.litert_eval import load_interpreter, quantize_input
     from pipeline.bundle.manifest import read_manifest
+    from pipeline.data.preprocessing import PreprocessingSpec
+    from pipeline.quantize.litert_eval import p50_invoke_ms
 
     manifest = read_manifest(bundle)
     pre = {k: manifest["preprocessing"][k] for k in ("height", "width", "channels", "scale", "mean", "std")}
     image = PreprocessingSpec(**pre).apply(np.load(bundle / "eval/images.npy")[:1])
-    interpreter = load_interpreter((bundle / "model.tflite").read_bytes(), threads=threads)
-    detail = interpreter.get_input_details()[0]
-    interpreter.set_tensor(detail["index"], quantize_input(image, detail))
-    for _ in range(50):
-        interpreter.invoke()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
+    return p50_invoke_ms((bundle / "model.tflite").read_bytes(), image, runs=runs, threads=threads, warmup=50)
 
 
 def _local_record(bundle: Path, runs: int, seconds: float) -> dict[str, Any]:

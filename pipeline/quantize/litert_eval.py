@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from pipeline.progress import NullProgress, Progress
@@ -54,3 +56,23 @@ def predict(model_bytes: bytes, images: np.ndarray, batch_size: int = 256, progr
             results.append(dequantize_output(interpreter.get_tensor(out["index"]), out)[:real])
             advance(real)
     return np.concatenate(results)
+
+
+def p50_invoke_ms(model_bytes: bytes, image: np.ndarray, runs: int = 100, threads: int = 1, warmup: int = 1) -> float:
+    """Median single-image ``invoke()`` time in this process, in milliseconds.
+
+    ``image`` is one preprocessed float image (with or without the batch axis); it is quantized for
+    int8 inputs. A host floor to compare models or the agent against, not a device latency.
+    """
+    interpreter = load_interpreter(model_bytes, threads=threads)
+    detail = interpreter.get_input_details()[0]
+    sample = image if image.ndim == len(detail["shape"]) else image[None]
+    interpreter.set_tensor(detail["index"], quantize_input(sample[:1], detail))
+    for _ in range(max(0, warmup)):
+        interpreter.invoke()
+    times = []
+    for _ in range(max(1, runs)):
+        started = time.perf_counter()
+        interpreter.invoke()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times) * 1000.0)

@@ -18,7 +18,6 @@ import csv
 import io
 import logging
 import math
-import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
@@ -27,7 +26,7 @@ import numpy as np
 
 from pipeline.progress import NullProgress, Progress
 from pipeline.quantize.convert import convert
-from pipeline.quantize.litert_eval import load_interpreter, predict, quantize_input
+from pipeline.quantize.litert_eval import p50_invoke_ms, predict
 
 log = logging.getLogger(__name__)
 
@@ -149,17 +148,7 @@ def p50_latency_ms(model_bytes: bytes, image: np.ndarray, runs: int = 100, threa
 
     A host figure: it shows what keeping ops in float costs relative to int8, not device latency.
     """
-    interpreter = load_interpreter(model_bytes, threads=threads)
-    detail = interpreter.get_input_details()[0]
-    sample = image if image.ndim == len(detail["shape"]) else image[None]
-    interpreter.set_tensor(detail["index"], quantize_input(sample[:1], detail))
-    interpreter.invoke()
-    times = []
-    for _ in range(max(1, runs)):
-        started = time.perf_counter()
-        interpreter.invoke()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times) * 1000.0)
+    return p50_invoke_ms(model_bytes, image, runs=runs, threads=threads, warmup=1)
 
 
 def search_float_count(limit: int, evaluate: Callable[[int], float], target: float) -> tuple[int, dict[int, float]]:
