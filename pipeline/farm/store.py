@@ -40,16 +40,15 @@ import os
 import socket
 import sqlite3
 import subprocess
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from pipeline.errors import EdgeshipError
-from pipeline.paths import PROJECT_ROOT, results_dir
+from pipeline.paths import PROJECT_ROOT
+from pipeline.sqlite_store import SQLiteStore
 
 SCHEMA_VERSION = 1
 RUN_KINDS = ("farm", "profile")
@@ -57,7 +56,6 @@ RUN_STATUSES = ("running", "finished", "aborted")
 RESULT_STATUSES = ("ok", "unreachable", "failed", "timeout", "invalid")
 RECORD_SCHEMA_VERSION = 1
 DEFAULT_MAX_TEMPERATURE_C = 80.0
-DEFAULT_BUSY_TIMEOUT_S = 30.0
 DEFAULT_STALE_AFTER_S = 24 * 3600.0
 # Throttling bits that describe the state *now* (the agent reads them right after the timed loop).
 # The sticky ever_* bits only say it happened at some point since boot and do not invalidate a run.
@@ -400,70 +398,19 @@ def _num(value: Any) -> Optional[float]:
 # ----------------------------------------------------------------------------------- the store
 
 
-class ResultsStore:
+class ResultsStore(SQLiteStore):
     """Open (creating or migrating as needed) the results database at ``path``.
 
     ``path`` defaults to ``results_dir()/"results.sqlite"``. Use as a context manager or call
     :meth:`close`.
     """
 
-    def __init__(self, path: Union[str, Path, None] = None, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S):
-        self.path = Path(path) if path is not None else results_dir() / "results.sqlite"
-        self.busy_timeout_s = busy_timeout_s
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        try:
-            # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
-            self._conn = sqlite3.connect(
-                str(self.path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-            )
-            self._conn.row_factory = sqlite3.Row
-            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(f"Results store {self.path}: could not switch to WAL journal mode (got {mode!r}).")
-            self._conn.execute("PRAGMA synchronous = FULL")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"Results store {self.path} cannot be opened: {exc}.") from exc
-
-    # -- plumbing ------------------------------------------------------------------------------
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+    file_name = "results.sqlite"
+    what = "Results store"
+    error = StoreError
 
     def __enter__(self) -> "ResultsStore":
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: all of it commits or none of it does."""
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if "locked" in str(exc) or "busy" in str(exc):
-                    raise StoreError(
-                        f"Results store {self.path} stayed locked by another process for longer than "
-                        f"{self.busy_timeout_s:.0f} s ({exc}); is another edgeship run stuck?"
-                    ) from exc
-                raise
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
-
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
 
     def _migrate(self) -> None:
         with self._write() as conn:

@@ -8,14 +8,10 @@ Every variant is written in its own transaction, so a sweep killed half-way keep
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from pipeline.errors import EdgeshipError
-from pipeline.paths import results_dir
+from pipeline.sqlite_store import SQLiteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sweeps (
@@ -58,39 +54,18 @@ class SweepStoreError(EdgeshipError):
     pass
 
 
-class SweepStore:
-    def __init__(self, path: Optional[Path] = None) -> None:
-        self.path = Path(path) if path is not None else results_dir() / "sweeps.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        try:
-            self._conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
-            self._conn.row_factory = sqlite3.Row
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            self._conn.executescript(SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise SweepStoreError(f"Sweep store {self.path} cannot be opened: {exc}.") from None
+class SweepStore(SQLiteStore):
+    file_name = "sweeps.sqlite"
+    what = "Sweep store"
+    error = SweepStoreError
 
     def __enter__(self) -> "SweepStore":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._conn.close()
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+    def _migrate(self) -> None:
+        with self._write() as conn:
+            for statement in filter(str.strip, SCHEMA.split(";")):
+                conn.execute(statement)
 
     def start(self, created: str, base_profile: str, target: str, grid: dict[str, Any]) -> int:
         with self._write() as conn:
@@ -115,11 +90,11 @@ class SweepStore:
 
     def sweep(self, sweep_id: Optional[int] = None) -> dict[str, Any]:
         """A sweep's header (the latest when ``sweep_id`` is None)."""
-        with self._lock:
-            if sweep_id is None:
-                row = self._conn.execute("SELECT * FROM sweeps ORDER BY id DESC LIMIT 1").fetchone()
-            else:
-                row = self._conn.execute("SELECT * FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()
+        if sweep_id is None:
+            rows = self._read("SELECT * FROM sweeps ORDER BY id DESC LIMIT 1")
+        else:
+            rows = self._read("SELECT * FROM sweeps WHERE id = ?", (sweep_id,))
+        row = rows[0] if rows else None
         if row is None:
             which = "no sweep has been run yet" if sweep_id is None else f"there is no sweep {sweep_id}"
             raise SweepStoreError(f"Sweep store {self.path}: {which}. Run `edgeship sweep --profile P --target T` first.")
@@ -128,8 +103,7 @@ class SweepStore:
         return out
 
     def variants(self, sweep_id: int) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._conn.execute("SELECT * FROM sweep_variants WHERE sweep_id = ? ORDER BY rowid", (sweep_id,)).fetchall()
+        rows = self._read("SELECT * FROM sweep_variants WHERE sweep_id = ? ORDER BY rowid", (sweep_id,))
         out = []
         for row in rows:
             item = dict(row)
@@ -140,11 +114,10 @@ class SweepStore:
 
     def measured(self, bundle_id: str, target: str) -> Optional[dict[str, Any]]:
         """The latest successful measurement of ``bundle_id`` on ``target`` from any sweep."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT v.* FROM sweep_variants v JOIN sweeps s ON s.id = v.sweep_id "
-                "WHERE v.bundle_id = ? AND s.target = ? AND v.error IS NULL AND v.latency_ms IS NOT NULL "
-                "ORDER BY v.sweep_id DESC LIMIT 1",
-                (bundle_id, target),
-            ).fetchone()
-        return dict(row) if row is not None else None
+        rows = self._read(
+            "SELECT v.* FROM sweep_variants v JOIN sweeps s ON s.id = v.sweep_id "
+            "WHERE v.bundle_id = ? AND s.target = ? AND v.error IS NULL AND v.latency_ms IS NOT NULL "
+            "ORDER BY v.sweep_id DESC LIMIT 1",
+            (bundle_id, target),
+        )
+        return dict(rows[0]) if rows else None
