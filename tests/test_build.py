@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import yaml
 
 from pipeline.build import build_profile
 from pipeline.bundle.manifest import verify_bundle
-from pipeline.config.profile import load_profile
+from tests.helpers.profiles import merged
 
 pytestmark = pytest.mark.slow
 
@@ -31,10 +30,7 @@ TINY = {
 
 
 def write_profile(path: Path, **overrides) -> Path:
-    data = json.loads(json.dumps(TINY))
-    for section, values in overrides.items():
-        data[section].update(values)
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(merged(TINY, **overrides)))
     return path
 
 

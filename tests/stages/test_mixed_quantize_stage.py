@@ -13,6 +13,7 @@ from pipeline.config.profile import BuildProfile
 from pipeline.config.target import load_target
 from pipeline.deploy.deployer import deploy
 from pipeline.deploy.profiling import profile as run_profile
+from tests.helpers.profiles import merged
 
 pytestmark = pytest.mark.slow
 
@@ -29,9 +30,8 @@ BASE = {
 
 
 def build(drop: float, max_layers=None):
-    data = json.loads(json.dumps(BASE))
-    data["quantization"]["mixed"] = {"max_accuracy_drop": drop, "max_float_layers": max_layers}
-    return build_profile(validate(BuildProfile, data, "test profile"))
+    mixed = {"max_accuracy_drop": drop, "max_float_layers": max_layers}
+    return build_profile(validate(BuildProfile, merged(BASE, quantization={"mixed": mixed}), "test profile"))
 
 
 def test_generous_budget_ships_plain_int8_and_tight_budget_keeps_layers_float(tmp_path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from pipeline.bundle.manifest import verify_bundle
 from pipeline.config.loader import validate
 from pipeline.config.profile import BuildProfile
 from pipeline.errors import ConfigError
+from tests.helpers.profiles import merged
 
 pytestmark = pytest.mark.slow
 
@@ -29,10 +29,7 @@ BASE = {
 
 
 def profile(**sections) -> BuildProfile:
-    data = json.loads(json.dumps(BASE))
-    for key, value in sections.items():
-        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
-    return validate(BuildProfile, data, "test profile")
+    return validate(BuildProfile, merged(BASE, **sections), "test profile")
 
 
 def test_structured_pruning_shrinks_the_shipped_model_and_is_cached() -> None:
@@ -110,10 +107,7 @@ def test_multi_teacher_distillation_trains_two_teachers_once_each() -> None:
 ])
 def test_bad_compression_settings_name_the_key(bad, message, tmp_path) -> None:
     path = tmp_path / "bad.yaml"
-    data = json.loads(json.dumps(BASE))
-    for key, value in bad.items():
-        data[key] = {**data.get(key, {}), **value}
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(merged(BASE, **bad)))
     from pipeline.config.profile import load_profile
 
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")) as err:
