@@ -19,6 +19,15 @@ def _floats(text: Optional[str]) -> Optional[tuple[float, ...]]:
         raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _ints(text: Optional[str]) -> Optional[tuple[int, ...]]:
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated whole numbers of pixels, got {text!r}") from None
+
+
 def _words(text: Optional[str]) -> Optional[tuple[str, ...]]:
     return None if text is None else tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -92,9 +101,8 @@ def sweep(
         raise click.UsageError("--write-profile needs --select: it writes the selected variant.")
     if select_expr:
         parse_constraints(select_expr)  # a typo fails now, not after an hour of building
-    resolutions = _floats(resolution)
     grid = _grid(grid_file, profile, {
-        "family": _words(family), "width": _floats(width), "resolution": None if resolutions is None else tuple(int(r) for r in resolutions),
+        "family": _words(family), "width": _floats(width), "resolution": _ints(resolution),
         "sparsity": _floats(sparsity), "pruning_method": pruning_method, "quantization": _words(quant),
     })
     result = run_sweep(grid, load_target(target), progress=RichProgress(), remeasure=remeasure, runs=runs, min_seconds=min_seconds)

@@ -21,6 +21,7 @@ def _invoke(*args: str):
         (("--quant", ","), "zero variants: quantization is empty"),
         (("--quant", "int4"), "quantization"),
         (("--grid", "no-such-grid"), "No sweep grid named 'no-such-grid'"),
+        (("--resolution", "24.5"), "expected comma-separated whole numbers of pixels"),
     ],
 )
 def test_bad_sweep_input_is_one_clear_paragraph(args, expected, isolated_results) -> None:
