@@ -25,6 +25,7 @@ from pipeline.stages.onnx_import_stage import OnnxImportStage, onnx_import_confi
 from pipeline.stages.package_stage import PackageStage, PackageStageConfig, publish_bundle
 from pipeline.stages.prune_stage import PruneStage, PruneStageConfig
 from pipeline.stages.quantize_stage import QuantizeStage, QuantizeStageConfig
+from pipeline.stages.side_by_side import StageJob, run_side_by_side
 from pipeline.stages.student_stage import StudentStage, StudentStageConfig, teacher_input_names
 from pipeline.stages.teacher_stage import TeacherStage, TeacherStageConfig
 
@@ -63,8 +64,13 @@ def build_profile(
     profile: BuildProfile | str | Path,
     progress: Progress | None = None,
     until: Optional[str] = None,
+    max_jobs: Optional[int] = None,
 ) -> BuildResult:
-    """Build ``profile`` (an object, a name like ``quick`` or a YAML path) up to stage ``until``."""
+    """Build ``profile`` (an object, a name like ``quick`` or a YAML path) up to stage ``until``.
+
+    ``max_jobs`` caps how many independent stages run at once (default ``$EDGESHIP_JOBS`` or the
+    number of cores; 1 runs everything in this process, in order).
+    """
     if not isinstance(profile, BuildProfile):
         profile = load_profile(profile)
     if until is not None and until not in STAGE_NAMES:
@@ -79,6 +85,15 @@ def build_profile(
         state = "cached" if art[key].cached else f"{art[key].seconds:.1f}s"
         ctx.progress.note(f"[stage] {key:<18} {art[key].recipe_id[:12]}  {state}")
         return art[key]
+
+    def steps_side_by_side(jobs: list[StageJob]) -> dict[str, Artifact]:
+        """Independent stages with the same budget (the two students) train concurrently."""
+        built = run_side_by_side(jobs, ctx, max_jobs)
+        for job in jobs:
+            art[job.key] = built[job.key]
+            state = "cached" if art[job.key].cached else f"{art[job.key].seconds:.1f}s"
+            ctx.progress.note(f"[stage] {job.key:<18} {art[job.key].recipe_id[:12]}  {state}")
+        return built
 
     def done(stage: str) -> bool:
         if until == stage:
@@ -105,9 +120,10 @@ def build_profile(
         return StudentStage(StudentStageConfig(student=profile.student, preprocessing=pre, distillation=distillation, seed=profile.seed))
 
     if distilling:
-        student = step("student", student_stage(profile.distillation), data=data, **teachers)
+        students = [StageJob("student", student_stage(profile.distillation), {"data": data, **teachers})]
         if profile.distillation.scratch_baseline:
-            step("scratch", student_stage(None), data=data)
+            students.append(StageJob("scratch", student_stage(None), {"data": data}))
+        student = steps_side_by_side(students)["student"]
     else:
         student = step("student", student_stage(None), data=data)
     if done("distill"):

@@ -6,10 +6,29 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any
+from calendar import timegm
+from typing import Any, Iterable
 
 from pipeline.bench.common import target, write_result
 from pipeline.progress import Progress
+
+
+def build_wall_seconds(artifacts: Iterable[Any]) -> float:
+    """Wall time of building every artifact from nothing: the union of their run intervals.
+
+    Stages that ran side by side (the two students) overlap and count once; stages reused from
+    earlier runs keep the seconds they took then, laid end to end.
+    """
+    intervals = []
+    for artifact in artifacts:
+        finished = timegm(time.strptime(artifact.meta["finished"], "%Y-%m-%dT%H:%M:%SZ"))
+        intervals.append((finished - artifact.seconds, float(finished)))
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 def run(profile: str = "default", progress: Progress | None = None) -> dict[str, Any]:
@@ -55,7 +74,7 @@ def run(profile: str = "default", progress: Progress | None = None) -> dict[str,
         },
         "macs": {"teacher": art["teacher"].metrics.get("macs") if "teacher" in art else None, "student": student["macs"]},
         "stage_seconds_when_built": stage_seconds,
-        "full_build_seconds": round(sum(stage_seconds.values()), 1),
+        "full_build_seconds": round(build_wall_seconds(art.values()), 1),
         "this_run_seconds": round(this_run, 1),
         "cached_rerun_seconds": round(cached_rerun, 2),
         "targets": {
@@ -69,7 +88,7 @@ def run(profile: str = "default", progress: Progress | None = None) -> dict[str,
                 "value": None if accuracy["scratch_student"] is None else accuracy["distilled_student"] - accuracy["scratch_student"],
                 "met": None if accuracy["scratch_student"] is None else accuracy["distilled_student"] > accuracy["scratch_student"],
             },
-            "full_build_minutes_le_20": target(round(sum(stage_seconds.values()) / 60, 2), 20, False),
+            "full_build_minutes_le_20": target(round(build_wall_seconds(art.values()) / 60, 2), 20, False),
             "cached_rerun_seconds_le_10": target(round(cached_rerun, 2), 10, False),
         },
     }

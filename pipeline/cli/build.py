@@ -7,7 +7,7 @@ import click
 from pipeline.cli import main
 
 
-def _run(profile: str, until: str | None) -> None:
+def _run(profile: str, until: str | None, jobs: int | None = None) -> None:
     from rich.console import Console
 
     from pipeline.build import build_profile
@@ -15,7 +15,7 @@ def _run(profile: str, until: str | None) -> None:
     from pipeline.reports.build_table import build_table, pruning_table
 
     console = Console()
-    result = build_profile(profile, progress=RichProgress(), until=until)
+    result = build_profile(profile, progress=RichProgress(), until=until, max_jobs=jobs)
     console.print(build_table(result))
     compression = pruning_table(result)
     if compression is not None:
@@ -27,16 +27,24 @@ def _run(profile: str, until: str | None) -> None:
     console.print(f"wall time {result.wall_seconds:.1f}s")
 
 
+JOBS = click.option(
+    "--jobs", "-j", type=click.IntRange(min=1), default=None,
+    help="Stages that may run at once, e.g. the distilled and scratch students (default: $EDGESHIP_JOBS or the core count).",
+)
+
+
 @main.command()
 @click.option("--profile", "-p", default="default", show_default=True, help="Profile name in profiles/ or a path to a YAML file.")
-def build(profile: str) -> None:
+@JOBS
+def build(profile: str, jobs: int | None) -> None:
     """Build a profile: data, teacher, distill, prune, quantize, evaluate, package (cached)."""
-    _run(profile, None)
+    _run(profile, None, jobs)
 
 
 @main.command()
 @click.argument("name", type=click.Choice(["data", "teacher", "distill", "prune", "quantize", "evaluate", "package"]))
 @click.option("--profile", "-p", default="default", show_default=True, help="Profile name in profiles/ or a path to a YAML file.")
-def stage(name: str, profile: str) -> None:
+@JOBS
+def stage(name: str, profile: str, jobs: int | None) -> None:
     """Run one stage of a profile (its upstream stages come from the cache or run first)."""
-    _run(profile, name)
+    _run(profile, name, jobs)

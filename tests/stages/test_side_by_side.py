@@ -1,0 +1,128 @@
+"""Stages side by side: real worker processes, the real cache, progress forwarded to the parent."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.stages.base import Artifact, RunContext, Stage, load_artifact
+from pipeline.stages.side_by_side import StageJob, default_jobs, run_side_by_side
+
+
+class RecordingStage(Stage):
+    """Writes which process ran it and how many threads TensorFlow had there."""
+
+    name = "record"
+    version = 1
+
+    def run(self, inputs: Mapping[str, Artifact], out: Path, ctx: RunContext) -> dict[str, Any]:
+        if self.config.get("fail"):
+            raise ConfigError(f"stage {self.config['tag']} refuses to run")
+        if self.config.get("meet"):
+            meet(Path(self.config["meet"]), self.config["tag"], self.config["others"])
+        with ctx.progress.task(f"working {self.config['tag']}", total=3) as advance:
+            for _ in range(3):
+                advance(1)
+        ctx.progress.note(f"note from {self.config['tag']}")
+        threads = None
+        if os.environ.get("TF_NUM_INTRAOP_THREADS"):
+            import tensorflow as tf
+
+            threads = tf.config.threading.get_intra_op_parallelism_threads()
+        (out / "pid.json").write_text(json.dumps({"pid": os.getpid(), "threads": threads}))
+        return {"tag": self.config["tag"]}
+
+
+def meet(rendezvous: Path, tag: str, everyone: list[str]) -> None:
+    """Return once every job has started: proves they run at the same time, not one after another."""
+    (rendezvous / tag).touch()
+    deadline = time.monotonic() + 120
+    while not all((rendezvous / other).exists() for other in everyone):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{tag} waited 120 s for {everyone} to start alongside it")
+        time.sleep(0.05)
+
+
+class RecordingProgress:
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def task(self, description: str, total=None):
+        import contextlib
+
+        @contextlib.contextmanager
+        def manager():
+            self.events.append(("open", description, total))
+            yield lambda amount=1: self.events.append(("advance", description, amount))
+            self.events.append(("close", description))
+
+        return manager()
+
+    def note(self, message: str) -> None:
+        self.events.append(("note", message))
+
+
+def jobs(*tags: str, fail: str = "", meet_in: Path | None = None) -> list[StageJob]:
+    def config(tag: str) -> dict:
+        return {"tag": tag, "fail": tag == fail, "meet": str(meet_in) if meet_in else "", "others": list(tags)}
+
+    return [StageJob(tag, RecordingStage(config(tag)), {}) for tag in tags]
+
+
+def pid_of(artifact: Artifact) -> dict:
+    return json.loads((artifact.path / "pid.json").read_text())
+
+
+def test_misses_run_in_separate_workers_with_the_cores_split(tmp_path: Path) -> None:
+    progress = RecordingProgress()
+    ctx = RunContext(progress=progress, cache_root=tmp_path / "cache")
+    (tmp_path / "meet").mkdir()
+    built = run_side_by_side(jobs("a", "b", meet_in=tmp_path / "meet"), ctx, max_jobs=2)
+    assert set(built) == {"a", "b"}
+    pids = {pid_of(built[k])["pid"] for k in ("a", "b")}
+    assert len(pids) == 2 and os.getpid() not in pids
+    expected_threads = max(1, (os.cpu_count() or 1) // 2)
+    assert all(pid_of(built[k])["threads"] == expected_threads for k in ("a", "b"))
+    assert not any(a.cached for a in built.values())
+    assert built["a"].metrics == {"tag": "a"}
+    # Each worker's bar was opened, advanced three times and closed on the parent's progress.
+    for tag in ("a", "b"):
+        assert ("open", f"working {tag}", 3) in progress.events
+        assert sum(1 for e in progress.events if e == ("advance", f"working {tag}", 1)) == 3
+        assert ("close", f"working {tag}") in progress.events
+        assert ("note", f"note from {tag}") in progress.events
+
+
+def test_a_second_run_reuses_the_cache_and_starts_no_worker(tmp_path: Path) -> None:
+    ctx = RunContext(cache_root=tmp_path)
+    first = run_side_by_side(jobs("a", "b"), ctx, max_jobs=2)
+    again = run_side_by_side(jobs("a", "b"), ctx, max_jobs=2)
+    assert all(a.cached for a in again.values())
+    assert {k: a.recipe_id for k, a in again.items()} == {k: a.recipe_id for k, a in first.items()}
+
+
+def test_one_job_at_a_time_runs_in_this_process(tmp_path: Path) -> None:
+    built = run_side_by_side(jobs("a", "b"), RunContext(cache_root=tmp_path), max_jobs=1)
+    assert {pid_of(a)["pid"] for a in built.values()} == {os.getpid()}
+
+
+def test_a_failing_worker_raises_its_error_and_caches_nothing_for_it(tmp_path: Path) -> None:
+    failing = jobs("a", "b", fail="b")
+    with pytest.raises(ConfigError, match="stage b refuses to run"):
+        run_side_by_side(failing, RunContext(cache_root=tmp_path), max_jobs=2)
+    job = failing[1]
+    assert load_artifact(job.stage.name, job.stage.recipe_id({}), tmp_path) is None
+    assert not [p for p in (tmp_path / "record").iterdir() if p.name.startswith(".")], "no temporary directory left"
+
+
+def test_jobs_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGESHIP_JOBS", "1")
+    assert default_jobs() == 1
+    monkeypatch.setenv("EDGESHIP_JOBS", "three")
+    assert default_jobs() == max(1, os.cpu_count() or 1)
