@@ -168,3 +168,38 @@ def test_killed_build_reruns_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyP
     result = build_profile(profile, until="teacher")
     assert result.artifacts["data"].cached and not result.artifacts["teacher"].cached
     assert (result.artifacts["teacher"].path / "teacher.keras").is_file()
+
+
+def test_teacher_records_its_augmentation_and_flip_averaged_accuracy(built) -> None:
+    _, _, result = built
+    teacher = result.artifacts["teacher"].metrics
+    assert teacher["augmentation"] == {"flip": True, "shift": 0}
+    assert 0.0 <= teacher["test_accuracy_flip_average"] <= 1.0
+    assert (result.artifacts["teacher"].path / "logits_train_flipped.npy").is_file()
+
+
+def test_ctrl_c_while_the_students_train_side_by_side_stops_everything_and_reruns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C reaches the whole process group: both student workers stop, nothing is committed."""
+    import signal
+    import time
+
+    profile = write_profile(tmp_path / "tiny.yaml", student={"training": {"epochs": 6, "batch_size": 32}})
+    results = tmp_path / "results"
+    env = dict(os.environ, EDGESHIP_RESULTS=str(results), EDGESHIP_JOBS="2")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "build", "--profile", str(profile)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    distill_dir = results / "cache" / "distill"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(distill_dir.glob(".*.partial"))) < 2:
+        time.sleep(0.2)
+    assert proc.poll() is None and len(list(distill_dir.glob(".*.partial"))) == 2, "both students should be training"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
+    assert not list(distill_dir.glob("*/meta.json")) and not list(distill_dir.glob(".*.partial"))
+    monkeypatch.setenv("EDGESHIP_RESULTS", str(results))
+    result = build_profile(profile, until="distill", max_jobs=2)
+    assert result.artifacts["teacher"].cached
+    assert not result.artifacts["student"].cached and not result.artifacts["scratch"].cached

@@ -83,7 +83,7 @@ def kd_recipe(cfg: dict[str, Any]) -> dict[str, Any]:
     if isinstance(kd, dict):
         kd.pop("scratch_baseline", None)
         kd.pop("enabled", None)
-    return omit_defaults(cfg, {"distillation.teacher_weight": 1.0, "distillation.extra_teachers": []})
+    return omit_defaults(cfg, {"distillation.teacher_weight": 1.0, "distillation.extra_teachers": [], "distillation.flip_average": False})
 
 
 def teacher_input_names(extra: int) -> tuple[str, ...]:
@@ -92,7 +92,11 @@ def teacher_input_names(extra: int) -> tuple[str, ...]:
 
 
 def soft_targets(kd: DistillationConfig, inputs: Mapping[str, Artifact], train_count: int) -> dict[str, Any]:
-    """The train_classifier KD arguments, averaging the soft targets of every teacher by weight."""
+    """The train_classifier KD arguments, averaging the soft targets of every teacher by weight.
+
+    With ``flip_average`` each teacher's view of the mirrored image counts as one more teacher of
+    half its weight, so an image and its mirror get the same, test-time-augmented soft target.
+    """
     from pipeline.training.ensemble import ensemble_logits
 
     names = teacher_input_names(len(kd.extra_teachers))
@@ -104,6 +108,9 @@ def soft_targets(kd: DistillationConfig, inputs: Mapping[str, Artifact], train_c
         flipped.append(np.load(path / "logits_train_flipped.npy"))
         if len(plain[-1]) != train_count:
             raise ValueError(f"{name} has logits for {len(plain[-1])} training images, the data split has {train_count}")
+    if kd.flip_average:
+        both = ensemble_logits(plain + flipped, [w / 2 for w in weights] * 2, kd.temperature)
+        return dict(teacher_logits=both, teacher_logits_flipped=both, temperature=kd.temperature, alpha=kd.alpha)
     return dict(
         teacher_logits=ensemble_logits(plain, weights, kd.temperature),
         teacher_logits_flipped=ensemble_logits(flipped, weights, kd.temperature),

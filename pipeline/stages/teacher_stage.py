@@ -18,6 +18,12 @@ from pipeline.stages.data_stage import Splits
 MODEL_FILE = "teacher.keras"
 
 
+def flip_averaged(logits: np.ndarray, logits_flipped: np.ndarray) -> np.ndarray:
+    from pipeline.training.ensemble import ensemble_logits
+
+    return ensemble_logits([logits, logits_flipped], [0.5, 0.5], 1.0)
+
+
 class TeacherStageConfig(Strict):
     teacher: TeacherConfig
     preprocessing: PreprocessingConfig
@@ -27,7 +33,7 @@ class TeacherStageConfig(Strict):
 
 class TeacherStage(Stage):
     name = "teacher"
-    version = 2  # 2: BatchNorm momentum 0.9
+    version = 3  # 2: BatchNorm momentum 0.9; 3: teacher.shift, default 0 (was a fixed 2)
     inputs = ("data",)
 
     def __init__(self, config: TeacherStageConfig) -> None:
@@ -67,7 +73,7 @@ class TeacherStage(Stage):
             metrics.update(
                 train_classifier(
                     model, x_train, y_train, classes, cfg.teacher.training,
-                    seed=cfg.seed, label="teacher", shift=2,
+                    seed=cfg.seed, label="teacher", shift=cfg.teacher.shift,
                     x_val=data.model_input("x_val"), y_val=data.raw("y_val"), progress=ctx.progress,
                 )
             )
@@ -75,6 +81,7 @@ class TeacherStage(Stage):
             np.save(out / "logits_train.npy", predict_logits(model, x_train))
             np.save(out / "logits_train_flipped.npy", predict_logits(model, x_train[:, :, ::-1]))
             test_logits = predict_logits(model, data.model_input("x_test"))
+            test_logits_flipped = predict_logits(model, data.model_input("x_test")[:, :, ::-1])
         if cfg.teacher.kind == "onnx-file":
             # The converted SavedModel stays in the onnx_import artifact; its weights are constants
             # Keras cannot count, so the sizes come from the ONNX graph.
@@ -86,5 +93,7 @@ class TeacherStage(Stage):
         metrics.update(
             model=model.name,
             test_accuracy=float(np.mean(test_logits.argmax(1) == data.raw("y_test"))),
+            # What distillation.flip_average teaches with: the mean of the image's and its mirror's softmax.
+            test_accuracy_flip_average=float(np.mean(flip_averaged(test_logits, test_logits_flipped).argmax(1) == data.raw("y_test"))),
         )
         return metrics

@@ -55,3 +55,10 @@ def test_bad_yaml_names_line(tmp_path: Path) -> None:
 def test_unknown_profile_name_lists_known() -> None:
     with pytest.raises(ConfigError, match="Known profiles:.*quick"):
         load_profile("no-such-profile")
+
+
+def test_teacher_shift_is_bounded(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\nteacher:\n  shift: 9\n")
+    with pytest.raises(ConfigError, match=r"teacher.shift.*less than or equal to 4"):
+        load_profile(path)
+    assert load_profile(write(tmp_path, "name: x\nteacher:\n  shift: 2\n")).teacher.shift == 2
