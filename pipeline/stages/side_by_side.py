@@ -19,11 +19,13 @@ import multiprocessing
 import os
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
+from pipeline.errors import EdgeshipError
 from pipeline.progress import Advance, Progress
 from pipeline.stages.base import Artifact, RunContext, Stage, load_artifact, run_stage
 
@@ -97,10 +99,18 @@ def _run_in_workers(batch: Sequence[StageJob], ctx: RunContext, threads: int) ->
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
             for future in pending:
                 future.cancel()
-            for future in done:
-                future.result()  # re-raises a worker's exception
-            for future in pending:
-                future.result()
+            try:
+                for future in done:
+                    future.result()  # re-raises a worker's exception
+                for future in pending:
+                    future.result()
+            except BrokenProcessPool as exc:
+                names = ", ".join(job.key for job in batch)
+                raise EdgeshipError(
+                    f"A worker process running {names} died without an error of its own ({exc}); the usual cause "
+                    f"is running out of memory. Nothing half-written was kept: rerun, or run the stages one at a time "
+                    f"with `edgeship build -j 1` (or {JOBS_ENV}=1)."
+                ) from None
     finally:
         queue.put(None)
         forwarder.join()

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 import pytest
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, EdgeshipError
 from pipeline.stages.base import Artifact, RunContext, Stage, load_artifact
 from pipeline.stages.side_by_side import StageJob, default_jobs, run_side_by_side
 
@@ -24,6 +24,8 @@ class RecordingStage(Stage):
     def run(self, inputs: Mapping[str, Artifact], out: Path, ctx: RunContext) -> dict[str, Any]:
         if self.config.get("fail"):
             raise ConfigError(f"stage {self.config['tag']} refuses to run")
+        if self.config.get("die"):
+            os._exit(9)  # what the kernel's OOM killer looks like from the parent
         if self.config.get("meet"):
             meet(Path(self.config["meet"]), self.config["tag"], self.config["others"])
         with ctx.progress.task(f"working {self.config['tag']}", total=3) as advance:
@@ -68,9 +70,9 @@ class RecordingProgress:
         self.events.append(("note", message))
 
 
-def jobs(*tags: str, fail: str = "", meet_in: Path | None = None) -> list[StageJob]:
+def jobs(*tags: str, fail: str = "", die: str = "", meet_in: Path | None = None) -> list[StageJob]:
     def config(tag: str) -> dict:
-        return {"tag": tag, "fail": tag == fail, "meet": str(meet_in) if meet_in else "", "others": list(tags)}
+        return {"tag": tag, "fail": tag == fail, "die": tag == die, "meet": str(meet_in) if meet_in else "", "others": list(tags)}
 
     return [StageJob(tag, RecordingStage(config(tag)), {}) for tag in tags]
 
@@ -119,6 +121,13 @@ def test_a_failing_worker_raises_its_error_and_caches_nothing_for_it(tmp_path: P
     job = failing[1]
     assert load_artifact(job.stage.name, job.stage.recipe_id({}), tmp_path) is None
     assert not [p for p in (tmp_path / "record").iterdir() if p.name.startswith(".")], "no temporary directory left"
+
+
+def test_a_worker_that_dies_gets_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    dying = jobs("a", "b", die="b")
+    with pytest.raises(EdgeshipError, match=r"running a, b died.*-j 1"):
+        run_side_by_side(dying, RunContext(cache_root=tmp_path), max_jobs=2)
+    assert load_artifact(dying[1].stage.name, dying[1].stage.recipe_id({}), tmp_path) is None
 
 
 def test_jobs_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
