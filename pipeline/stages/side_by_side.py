@@ -96,14 +96,8 @@ def _run_in_workers(batch: Sequence[StageJob], ctx: RunContext, threads: int) ->
             len(batch), mp_context=spawn, initializer=_init_worker, initargs=(threads, queue), max_tasks_per_child=1
         ) as pool:
             futures = {pool.submit(_work, job.stage, dict(job.inputs), ctx.root): job for job in batch}
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in pending:
-                future.cancel()
             try:
-                for future in done:
-                    future.result()  # re-raises a worker's exception
-                for future in pending:
-                    future.result()
+                _wait_for_all(futures, pool)
             except BrokenProcessPool as exc:
                 names = ", ".join(job.key for job in batch)
                 raise EdgeshipError(
@@ -122,6 +116,27 @@ def _run_in_workers(batch: Sequence[StageJob], ctx: RunContext, threads: int) ->
             raise RuntimeError(f"stage {job.key} finished in a worker but left no artifact in {ctx.root}")
         artifacts[job.key] = Artifact(stage=built.stage, recipe_id=built.recipe_id, path=built.path, meta=built.meta, cached=False)
     return artifacts
+
+
+def _wait_for_all(futures, pool: ProcessPoolExecutor) -> None:
+    """Return when every job succeeded; on the first failure stop the others and raise it.
+
+    Stopping matters: the sibling may have minutes of training left, and the user should not wait
+    for it to see the error. Its temporary directory stays behind as an ignorable ``.partial``.
+    """
+    try:
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in done:
+            future.result()  # re-raises a worker's exception
+        for future in futures:
+            future.result()
+    except KeyboardInterrupt:
+        raise  # Ctrl-C reached the workers too (one process group): they clean up and stop by themselves
+    except BaseException:
+        processes = getattr(pool, "_processes", None) or {}  # no public API before Python 3.14's terminate_workers()
+        for process in list(processes.values()):
+            process.terminate()
+        raise
 
 
 # --- worker side -------------------------------------------------------------------------------

@@ -120,7 +120,20 @@ def test_a_failing_worker_raises_its_error_and_caches_nothing_for_it(tmp_path: P
         run_side_by_side(failing, RunContext(cache_root=tmp_path), max_jobs=2)
     job = failing[1]
     assert load_artifact(job.stage.name, job.stage.recipe_id({}), tmp_path) is None
-    assert not [p for p in (tmp_path / "record").iterdir() if p.name.startswith(".")], "no temporary directory left"
+    # ``a`` may have been stopped mid-run (an ignorable .partial); ``b`` failed cleanly and left nothing.
+    assert not list((tmp_path / "record").glob(f".{job.stage.recipe_id({})}*")), "no temporary directory left"
+
+
+def test_a_failure_stops_the_sibling_instead_of_waiting_for_it(tmp_path: Path) -> None:
+    """``a`` waits up to 120 s for a partner that never comes; ``b`` fails at once."""
+    (tmp_path / "meet").mkdir()
+    stuck = jobs("a", "b", fail="b", meet_in=tmp_path / "meet")
+    stuck[0].stage.config["others"] = ["a", "nobody"]
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="stage b refuses to run"):
+        run_side_by_side(stuck, RunContext(cache_root=tmp_path / "cache"), max_jobs=2)
+    assert time.monotonic() - started < 90, "the parent waited for the stuck sibling"
+    assert load_artifact("record", stuck[0].stage.recipe_id({}), tmp_path / "cache") is None
 
 
 def test_a_worker_that_dies_gets_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
