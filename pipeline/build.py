@@ -80,20 +80,19 @@ def build_profile(
     started = time.perf_counter()
     art = result.artifacts
 
+    def record(key: str, artifact: Artifact) -> Artifact:
+        art[key] = artifact
+        state = "cached" if artifact.cached else f"{artifact.seconds:.1f}s"
+        ctx.progress.note(f"[stage] {key:<18} {artifact.recipe_id[:12]}  {state}")
+        return artifact
+
     def step(key: str, stage: Stage, **inputs: Artifact) -> Artifact:
-        art[key] = run_stage(stage, inputs, ctx)
-        state = "cached" if art[key].cached else f"{art[key].seconds:.1f}s"
-        ctx.progress.note(f"[stage] {key:<18} {art[key].recipe_id[:12]}  {state}")
-        return art[key]
+        return record(key, run_stage(stage, inputs, ctx))
 
     def steps_side_by_side(jobs: list[StageJob]) -> dict[str, Artifact]:
         """Independent stages with the same budget (the two students) train concurrently."""
         built = run_side_by_side(jobs, ctx, max_jobs)
-        for job in jobs:
-            art[job.key] = built[job.key]
-            state = "cached" if art[job.key].cached else f"{art[job.key].seconds:.1f}s"
-            ctx.progress.note(f"[stage] {job.key:<18} {art[job.key].recipe_id[:12]}  {state}")
-        return built
+        return {job.key: record(job.key, built[job.key]) for job in jobs}
 
     def done(stage: str) -> bool:
         if until == stage:

@@ -47,6 +47,7 @@ def run(profile: str = "default", progress: Progress | None = None) -> dict[str,
         raise RuntimeError(f"cached rerun failed: {proc.stderr}")
 
     stage_seconds = {key: a.seconds for key, a in art.items()}
+    full_build = build_wall_seconds(art.values())
     tflite = {
         mode: {
             "accuracy": art[f"evaluate:{mode}"].metrics["accuracy"],
@@ -74,7 +75,7 @@ def run(profile: str = "default", progress: Progress | None = None) -> dict[str,
         },
         "macs": {"teacher": art["teacher"].metrics.get("macs") if "teacher" in art else None, "student": student["macs"]},
         "stage_seconds_when_built": stage_seconds,
-        "full_build_seconds": round(build_wall_seconds(art.values()), 1),
+        "full_build_seconds": round(full_build, 1),
         "this_run_seconds": round(this_run, 1),
         "cached_rerun_seconds": round(cached_rerun, 2),
         "targets": {
@@ -88,7 +89,7 @@ def run(profile: str = "default", progress: Progress | None = None) -> dict[str,
                 "value": None if accuracy["scratch_student"] is None else accuracy["distilled_student"] - accuracy["scratch_student"],
                 "met": None if accuracy["scratch_student"] is None else accuracy["distilled_student"] > accuracy["scratch_student"],
             },
-            "full_build_minutes_le_20": target(round(build_wall_seconds(art.values()) / 60, 2), 20, False),
+            "full_build_minutes_le_20": target(round(full_build / 60, 2), 20, False),
             "cached_rerun_seconds_le_10": target(round(cached_rerun, 2), 10, False),
         },
     }

@@ -18,7 +18,7 @@ import logging
 import multiprocessing
 import os
 import threading
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -95,9 +95,9 @@ def _run_in_workers(batch: Sequence[StageJob], ctx: RunContext, threads: int) ->
         with ProcessPoolExecutor(
             len(batch), mp_context=spawn, initializer=_init_worker, initargs=(threads, queue), max_tasks_per_child=1
         ) as pool:
-            futures = {pool.submit(_work, job.stage, dict(job.inputs), ctx.root): job for job in batch}
+            futures = {job.key: pool.submit(_work, job.stage, dict(job.inputs), ctx.root) for job in batch}
             try:
-                _wait_for_all(futures, pool)
+                _wait_for_all(list(futures.values()), pool)
             except BrokenProcessPool as exc:
                 names = ", ".join(job.key for job in batch)
                 raise EdgeshipError(
@@ -109,16 +109,10 @@ def _run_in_workers(batch: Sequence[StageJob], ctx: RunContext, threads: int) ->
         queue.put(None)
         forwarder.join()
         queue.close()
-    artifacts: dict[str, Artifact] = {}
-    for job in batch:
-        built = load_artifact(job.stage.name, job.stage.recipe_id(job.inputs), ctx.root)
-        if built is None:  # a worker returned without committing: cannot happen unless the cache was removed under us
-            raise RuntimeError(f"stage {job.key} finished in a worker but left no artifact in {ctx.root}")
-        artifacts[job.key] = Artifact(stage=built.stage, recipe_id=built.recipe_id, path=built.path, meta=built.meta, cached=False)
-    return artifacts
+    return {key: future.result() for key, future in futures.items()}
 
 
-def _wait_for_all(futures, pool: ProcessPoolExecutor) -> None:
+def _wait_for_all(futures: list[Future], pool: ProcessPoolExecutor) -> None:
     """Return when every job succeeded; on the first failure stop the others and raise it.
 
     Stopping matters: the sibling may have minutes of training left, and the user should not wait
@@ -156,9 +150,8 @@ def _init_worker(threads: int, queue: Any) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
-def _work(stage: Stage, inputs: Mapping[str, Artifact], root: Path) -> str:
-    artifact = run_stage(stage, inputs, RunContext(progress=QueueProgress(_queue), cache_root=root))
-    return artifact.recipe_id
+def _work(stage: Stage, inputs: Mapping[str, Artifact], root: Path) -> Artifact:
+    return run_stage(stage, inputs, RunContext(progress=QueueProgress(_queue), cache_root=root))
 
 
 _task_ids = itertools.count()

@@ -18,12 +18,6 @@ from pipeline.stages.data_stage import Splits
 MODEL_FILE = "teacher.keras"
 
 
-def flip_averaged(logits: np.ndarray, logits_flipped: np.ndarray) -> np.ndarray:
-    from pipeline.training.ensemble import ensemble_logits
-
-    return ensemble_logits([logits, logits_flipped], [0.5, 0.5], 1.0)
-
-
 class TeacherStageConfig(Strict):
     teacher: TeacherConfig
     preprocessing: PreprocessingConfig
@@ -52,6 +46,7 @@ class TeacherStage(Stage):
     def run(self, inputs: Mapping[str, Artifact], out: Path, ctx: RunContext) -> dict[str, Any]:
         from pipeline.models.cost import count_macs, count_parameters
         from pipeline.models.teacher import build_resnet_teacher, load_keras_teacher
+        from pipeline.training.ensemble import ensemble_logits
         from pipeline.training.fit import predict_logits, train_classifier
 
         cfg: TeacherStageConfig = self.config  # type: ignore[assignment]
@@ -80,8 +75,9 @@ class TeacherStage(Stage):
         with ctx.progress.task("caching teacher logits", total=None):
             np.save(out / "logits_train.npy", predict_logits(model, x_train))
             np.save(out / "logits_train_flipped.npy", predict_logits(model, x_train[:, :, ::-1]))
-            test_logits = predict_logits(model, data.model_input("x_test"))
-            test_logits_flipped = predict_logits(model, data.model_input("x_test")[:, :, ::-1])
+            x_test = data.model_input("x_test")
+            test_logits = predict_logits(model, x_test)
+            test_logits_flipped = predict_logits(model, x_test[:, :, ::-1])
         if cfg.teacher.kind == "onnx-file":
             # The converted SavedModel stays in the onnx_import artifact; its weights are constants
             # Keras cannot count, so the sizes come from the ONNX graph.
@@ -90,10 +86,12 @@ class TeacherStage(Stage):
         else:
             model.save(out / MODEL_FILE)
             metrics.update(parameters=count_parameters(model), macs=count_macs(model))
+        y_test = data.raw("y_test")
+        # What distillation.flip_average teaches with: the mean of the image's and its mirror's softmax.
+        flip_average = ensemble_logits([test_logits, test_logits_flipped], [0.5, 0.5], 1.0)
         metrics.update(
             model=model.name,
-            test_accuracy=float(np.mean(test_logits.argmax(1) == data.raw("y_test"))),
-            # What distillation.flip_average teaches with: the mean of the image's and its mirror's softmax.
-            test_accuracy_flip_average=float(np.mean(flip_averaged(test_logits, test_logits_flipped).argmax(1) == data.raw("y_test"))),
+            test_accuracy=float(np.mean(test_logits.argmax(1) == y_test)),
+            test_accuracy_flip_average=float(np.mean(flip_average.argmax(1) == y_test)),
         )
         return metrics
