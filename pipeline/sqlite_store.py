@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Sequence, Type, Union
@@ -35,7 +36,7 @@ class SQLiteStore:
             self._conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
             self._conn.row_factory = sqlite3.Row
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._switch_to_wal()
             if str(mode).lower() != "wal":
                 raise self.error(f"{self.what} {self.path}: could not switch to WAL journal mode (got {mode!r}).")
             self._conn.execute("PRAGMA synchronous = FULL")
@@ -43,6 +44,25 @@ class SQLiteStore:
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise self.error(f"{self.what} {self.path} cannot be opened: {exc}.") from exc
+
+    def _switch_to_wal(self) -> str:
+        """Set WAL mode, retrying while another process holds the lock.
+
+        SQLite answers ``journal_mode = WAL`` with SQLITE_BUSY at once, without calling the busy
+        handler, when another connection is creating or recovering the same file, so two shards
+        opening a new store together would otherwise fail. The mode is persistent: once any
+        process has switched, the pragma is a read.
+        """
+        deadline = time.monotonic() + self.busy_timeout_s
+        delay = 0.01
+        while True:
+            try:
+                return str(self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if not ("locked" in str(exc) or "busy" in str(exc)) or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     def _migrate(self) -> None:
         """Create or upgrade the tables (inside ``self._write()``)."""

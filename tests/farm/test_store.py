@@ -177,6 +177,40 @@ def test_result_and_samples_commit_together(store: ResultsStore, monkeypatch: py
     assert store.get_samples(rid).size == 50
 
 
+class _BusyOnWal:
+    """A connection whose first ``busy`` WAL switches fail the way SQLite fails them while another
+    process is creating the file: at once, without calling the busy handler."""
+
+    def __init__(self, conn: sqlite3.Connection, busy: int) -> None:
+        self.conn, self.busy, self.attempts = conn, busy, 0
+
+    def execute(self, sql: str, *args):
+        if "journal_mode" in sql:
+            self.attempts += 1
+            if self.attempts <= self.busy:
+                raise sqlite3.OperationalError("database is locked")
+        return self.conn.execute(sql, *args)
+
+
+def test_wal_switch_retries_while_another_process_creates_the_file(store: ResultsStore) -> None:
+    busy = _BusyOnWal(store._conn, busy=3)
+    store._conn = busy
+    assert store._switch_to_wal() == "wal"
+    assert busy.attempts == 4
+    store._conn = busy.conn
+
+
+def test_wal_switch_gives_up_after_the_busy_timeout(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "r.sqlite", busy_timeout_s=0.2)
+    real = store._conn
+    store._conn = _BusyOnWal(real, busy=10**6)
+    started = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        store._switch_to_wal()
+    assert 0.1 < time.monotonic() - started < 2.0
+    real.close()
+
+
 def _writer(db: Path, device: str, count: int, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.farm.writer_process", str(db), device, str(count), *extra],
