@@ -93,7 +93,7 @@ class TeacherConfig(Strict):
 
 
 class StudentConfig(Strict):
-    family: Literal["mobilenet_v1", "mobilenet_v2", "squeezenet"] = "mobilenet_v2"
+    family: Literal["mobilenet_v1", "mobilenet_v2", "mobilenet_v2_fused", "squeezenet"] = "mobilenet_v2"
     width_multiplier: float = Field(1.0, gt=0, le=4)
     training: TrainingConfig = TrainingConfig()
 

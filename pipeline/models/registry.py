@@ -13,7 +13,7 @@ from pipeline.models.common import model_name
 if TYPE_CHECKING:  # pragma: no cover
     import keras
 
-FAMILIES: tuple[str, ...] = ("mobilenet_v1", "mobilenet_v2", "squeezenet")
+FAMILIES: tuple[str, ...] = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v2_fused", "squeezenet")
 
 
 def student_name(family: str, width_multiplier: float = 1.0) -> str:
@@ -27,6 +27,8 @@ def build_student(family: str, input_shape: Sequence[int], num_classes: int, wid
         from pipeline.models.mobilenet import build_mobilenet_v1 as builder
     elif family == "mobilenet_v2":
         from pipeline.models.mobilenet import build_mobilenet_v2 as builder
+    elif family == "mobilenet_v2_fused":
+        from pipeline.models.mobilenet import build_mobilenet_v2_fused as builder
     elif family == "squeezenet":
         from pipeline.models.squeezenet import build_squeezenet as builder
     else:

@@ -19,7 +19,7 @@ from pipeline.config.profile import BuildProfile, QuantMode, Strict, load_profil
 from pipeline.errors import ConfigError
 from pipeline.paths import builtin_profiles_dir
 
-Family = Literal["mobilenet_v1", "mobilenet_v2", "squeezenet"]
+Family = Literal["mobilenet_v1", "mobilenet_v2", "mobilenet_v2_fused", "squeezenet"]
 
 
 class SweepGrid(Strict):

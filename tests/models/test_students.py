@@ -39,7 +39,7 @@ def test_names() -> None:
 
 
 def test_unknown_family() -> None:
-    with pytest.raises(ConfigError, match="Unknown student family 'resnet18'.*mobilenet_v1, mobilenet_v2, squeezenet"):
+    with pytest.raises(ConfigError, match="Unknown student family 'resnet18'.*mobilenet_v1, mobilenet_v2, mobilenet_v2_fused, squeezenet"):
         build_student("resnet18", FMNIST, 10, 1.0)
 
 
@@ -95,3 +95,20 @@ def test_family_structure() -> None:
     assert relu6 and all(float(layer.max_value) == 6.0 for layer in relu6)
     assert all(not name.endswith("_project_relu6") for name in (layer.name for layer in v2.layers))  # linear bottleneck
     assert kinds(sq, keras.layers.Concatenate) >= 4 and kinds(sq, keras.layers.DepthwiseConv2D) == 0
+
+
+def test_fused_v2_keeps_full_resolution_narrow() -> None:
+    """The fused variant exists to train faster on CPUs: no tensor wider than the stem at 28x28."""
+    v2, fused = student("mobilenet_v2"), student("mobilenet_v2_fused")
+
+    def widest_at_full_resolution(model: keras.Model) -> int:
+        return max(int(layer.output.shape[-1]) for layer in model.layers[1:] if len(layer.output.shape) == 4 and layer.output.shape[1] == 28)
+
+    assert widest_at_full_resolution(v2) == 64  # block 2 expands to 64 channels before its stride-2 depthwise
+    assert widest_at_full_resolution(fused) == 16
+    block1 = fused.get_layer("block1_fused_conv")
+    assert block1.kernel_size == (3, 3) and block1.strides == (2, 2) and block1.filters == 64
+    depthwise = [layer for layer in fused.layers if isinstance(layer, keras.layers.DepthwiseConv2D)]
+    assert len(depthwise) == 4 and all(layer.input.shape[1] <= 14 for layer in depthwise)
+    assert not any(isinstance(layer, keras.layers.DepthwiseConv2D) for layer in v2.layers[:3])  # v2 unchanged: stem first
+    assert [layer.name for layer in v2.layers if layer.name.endswith("_dw")][0] == "block1_dw"
