@@ -6,9 +6,12 @@ Conv/Dense layer (the source), followed through channel-wise layers (BatchNorm, 
 dropout, pooling, padding, depthwise convs with depth_multiplier 1, Concatenate by offset) to the
 Conv/Dense layers that read them as input channels. Removing channel ``c`` removes filter ``c`` of
 the source, entry ``c`` of every channel-wise layer on the way, and input slice ``c`` of every
-consumer. A group whose channels reach an Add, a Multiply, the model output or any layer not
-understood here is left alone and listed in :attr:`StructuredResult.skipped` with the reason:
-residual sums tie several groups together, and the logits must keep their width.
+consumer. An elementwise merge (Add, as in every residual block) ties the groups it sums: their
+sources must keep the *same* channels, so they are pruned together as one group ranked by their
+summed, per-source normalised importance (the "dependency groups" of DepGraph-style pruners). A
+group whose channels reach the model output, a layer not understood here, or an Add that also sums
+something of fixed width (the model input, a Concatenate) is left alone and listed in
+:attr:`StructuredResult.skipped` with the reason: the logits and the input must keep their width.
 
 The narrower model is rebuilt from the original's config and gets the sliced weights, so
 with ``fraction=0`` it computes exactly what the original did.
@@ -34,6 +37,11 @@ Importance = Literal["l1", "l2", "bn"]
 IMPORTANCES: tuple[str, ...] = ("l1", "l2", "bn")
 
 _CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+# Elementwise merges: channel c of the output depends on channel c of every input only.
+_TIE_TYPES = (
+    keras.layers.Add, keras.layers.Subtract, keras.layers.Average,
+    keras.layers.Maximum, keras.layers.Minimum, keras.layers.Multiply,
+)
 _DEPTHWISE_TYPES = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 # Layers that act on each channel separately (no weights, or weights handled below).
 _CHANNELWISE_TYPES = (
@@ -81,6 +89,7 @@ class ChannelGroup:
     kept: int
     importance: str  # the criterion actually used ("l1", "l2", "bn", or "l1" when "bn" had no BatchNorm)
     kept_importance: float  # share of the group's total importance that the kept channels hold
+    tied: list[str] = field(default_factory=list)  # the other sources an Add ties to this one (same channels kept)
 
 
 @dataclass
@@ -183,9 +192,11 @@ def _softmax(layer: keras.layers.Layer) -> bool:
 
 
 def _kind(layer: keras.layers.Layer, rank: int) -> str:
-    """'consumer' (reads input channels), 'channelwise', 'concat', or 'blocker'."""
+    """'consumer' (reads input channels), 'channelwise', 'tie' (elementwise merge), 'concat', or 'blocker'."""
     if isinstance(layer, keras.Model):
         return "blocker"
+    if isinstance(layer, _TIE_TYPES):
+        return "tie"
     if _is_conv_or_dense(layer):
         return "consumer"
     if isinstance(layer, _DEPTHWISE_TYPES):
@@ -214,6 +225,8 @@ def _reach(graph: _Graph, source: str) -> Optional[str]:
             kind = _kind(layer, graph.ranks.get(consumer, 0))
             if kind == "blocker":
                 return f"feeds {type(layer).__name__} '{consumer}'"
+            if kind == "tie" and len({graph.channels.get(p) for p in graph.producers.get(consumer, [])}) != 1:
+                return f"feeds {type(layer).__name__} '{consumer}', which broadcasts inputs of different widths"
             if kind != "consumer" and consumer not in seen:
                 seen.add(consumer)
                 stack.append(consumer)
@@ -242,6 +255,80 @@ def _sources(graph: _Graph, skip: Sequence[str]) -> tuple[list[str], list[tuple[
         else:
             skipped.append((name, reason))
     return prunable, skipped
+
+
+class _Ties:
+    """Union-find over channel spaces: which sources an elementwise merge forces to keep the same
+    channels. A space that is not a source's output (the model input, a Concatenate, a layer that
+    blocks pruning) is *fixed*: every source tied to it keeps its full width."""
+
+    def __init__(self, graph: _Graph) -> None:
+        self.parent: dict[str, str] = {}
+        self.merges: dict[str, list[str]] = {}  # root -> the merge layers that joined its group, for messages
+        self.space: dict[str, str] = {}
+        for name in graph.order:
+            kind = _kind(graph.layers[name], graph.ranks.get(name, 0))
+            producers = graph.producers.get(name, [])
+            if kind == "consumer":
+                self.space[name] = self._new(name)
+            elif kind == "channelwise" and producers:
+                self.space[name] = self.space[producers[0]]
+            elif kind == "tie" and producers:
+                for other in producers[1:]:
+                    self._union(self.space[producers[0]], self.space[other], name)
+                self.space[name] = self.space[producers[0]]
+            else:
+                self.space[name] = self._new(f"fixed:{name}")
+
+    def _new(self, key: str) -> str:
+        self.parent[key] = key
+        return key
+
+    def find(self, key: str) -> str:
+        while self.parent[key] != key:
+            self.parent[key] = self.parent[self.parent[key]]
+            key = self.parent[key]
+        return key
+
+    def _union(self, a: str, b: str, merge: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if rb.startswith("fixed:") and not ra.startswith("fixed:"):
+            ra, rb = rb, ra  # a fixed space stays the root, so the whole group is known to be fixed
+        self.parent[rb] = ra
+        self.merges[ra] = [*self.merges.get(ra, []), *self.merges.pop(rb, []), merge]
+
+    def groups(self, sources: Sequence[str]) -> dict[str, list[str]]:
+        """Root -> the sources in that tied group (a lone source is its own group)."""
+        out: dict[str, list[str]] = {}
+        for name in sources:
+            out.setdefault(self.find(name), []).append(name)
+        return out
+
+
+def _tie_sources(graph: _Graph, prunable: list[str], skipped: list[tuple[str, str]]) -> tuple[list[list[str]], list[tuple[str, str]]]:
+    """Split the prunable sources into tied groups; a group tied to something fixed, or to a source
+    that is itself skipped, is skipped whole (each member with the reason)."""
+    ties = _Ties(graph)
+    blocked = {name: reason for name, reason in skipped}
+    members = ties.groups([*prunable, *(name for name, _ in skipped if name in ties.parent)])
+    groups, extra = [], []
+    for root, names in members.items():
+        live = [n for n in names if n not in blocked]
+        if not live:
+            continue
+        merges = ", ".join(f"'{m}'" for m in ties.merges.get(root, []))
+        if root.startswith("fixed:"):
+            why = f"is tied by {merges} to '{root[len('fixed:'):]}', whose width cannot change"
+        elif len(live) < len(names):
+            dead = next(n for n in names if n in blocked)
+            why = f"is tied by {merges} to '{dead}' ({blocked[dead]})"
+        else:
+            groups.append(live)
+            continue
+        extra.extend((name, why) for name in live)
+    return groups, extra
 
 
 # ---------------------------------------------------------------- ranking
@@ -301,8 +388,8 @@ def _propagate(graph: _Graph, keep: dict[str, np.ndarray]) -> dict[str, Optional
         kind = _kind(layer, graph.ranks.get(name, 0))
         if name in keep:
             out[name] = keep[name]
-        elif kind == "channelwise" and inputs:
-            out[name] = inputs[0]
+        elif kind in ("channelwise", "tie") and inputs:
+            out[name] = inputs[0]  # a tie's inputs were pruned as one group: they all keep the same channels
         elif kind == "concat" and any(i is not None for i in inputs):
             parts, offset = [], 0
             for producer, indices in zip(graph.producers[name], inputs):
@@ -397,20 +484,27 @@ def prune_channels(
         raise ConfigError(f"Structured pruning round_to must be at least 1, got {round_to}.")
     graph = _graph(model)
     sources, skipped = _sources(graph, skip)
-    if not sources:
+    tied_groups, tied_skipped = _tie_sources(graph, sources, skipped)
+    skipped = sorted([*skipped, *tied_skipped], key=lambda item: graph.position.get(item[0], len(graph.position)))
+    if not tied_groups:
         listed = "; ".join(f"'{layer}' {reason}" for layer, reason in skipped) or "the model has no Conv or Dense layer"
         raise ConfigError(f"Model '{model.name}' has no channel group that structured pruning can narrow: {listed}.")
     groups, keep, widths = [], {}, {}
-    for name in sources:
-        scores, used = _scores(graph, name, importance)
+    for members in tied_groups:
+        ranked = [_scores(graph, name, importance) for name in members]
+        # Each member counts equally: a wide-valued kernel must not decide for the whole group.
+        scores = sum(s / s.sum() if s.sum() > 0 else s for s, _ in ranked) if len(members) > 1 else ranked[0][0]
         channels = len(scores)
         count = kept_channels(channels, fraction, int(round_to))
         indices = _select(scores, count)
         total = float(scores.sum())
-        groups.append(ChannelGroup(name, channels, count, used, float(scores[indices].sum()) / total if total > 0 else 1.0))
-        widths[name] = count
-        if count < channels:
-            keep[name] = indices
+        share = float(scores[indices].sum()) / total if total > 0 else 1.0
+        for name, (_, used) in zip(members, ranked):
+            groups.append(ChannelGroup(name, channels, count, used, share, [m for m in members if m != name]))
+            widths[name] = count
+            if count < channels:
+                keep[name] = indices
+    groups.sort(key=lambda g: graph.position.get(g.layer, len(graph.position)))
     new = _rebuild(model, graph, widths, _propagate(graph, keep))
     result = StructuredResult(
         model=new,
@@ -427,7 +521,7 @@ def prune_channels(
         result.notes.append(f"every group is too narrow to lose {fraction:.0%} of its channels with round_to={round_to}; nothing removed")
         log.warning("structured pruning removed nothing from '%s': %s", model.name, result.notes[-1])
     log.info(
-        "structured pruning of '%s': %d groups narrowed, %d layers skipped, parameters %d -> %d",
-        model.name, len(keep), len(skipped), result.parameters_before, result.parameters_after,
+        "structured pruning of '%s': %d layers narrowed in %d groups, %d layers skipped, parameters %d -> %d",
+        model.name, len(keep), len(tied_groups), len(skipped), result.parameters_before, result.parameters_after,
     )
     return result

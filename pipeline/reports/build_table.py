@@ -83,5 +83,6 @@ def pruning_table(result: BuildResult) -> Table | None:
         if row.get("zeros"):
             table.add_row(f"  {row['layer']}", f"{row['parameters']:,}", f"{row['sparsity']:.2f} sparse")
     for group in (report.get("structured") or {}).get("groups", []):
-        table.add_row(f"  {group['layer']}", f"{group['channels']} ch", f"{group['kept']} ch")
+        tied = f" (with {', '.join(group['tied'])})" if group.get("tied") else ""
+        table.add_row(f"  {group['layer']}{tied}", f"{group['channels']} ch", f"{group['kept']} ch")
     return table

@@ -33,7 +33,7 @@ class PruneStageConfig(Strict):
 
 class PruneStage(Stage):
     name = "prune"
-    version = 2  # 2: clustering keeps magnitude-pruned weights at exactly zero
+    version = 3  # 2: clustering keeps magnitude-pruned weights at exactly zero; 3: channels tied by Adds are pruned together
 
     def __init__(self, config: PruneStageConfig) -> None:
         super().__init__(config)

@@ -14,8 +14,11 @@ from pipeline.errors import ConfigError
 from pipeline.models.registry import FAMILIES, build_student
 from tests.helpers.models import randomise_batchnorm
 
-# A layer of each family that must be narrowed: v2 expansion, v1 pointwise, SqueezeNet squeeze.
-MUST_PRUNE = {"mobilenet_v1": "block3_pw_conv", "mobilenet_v2": "block2_expand_conv", "squeezenet": "fire1_squeeze_conv"}
+# A layer of each family that must be narrowed: v2 expansion, v1 pointwise, the fused 3x3 expansion, SqueezeNet squeeze.
+MUST_PRUNE = {
+    "mobilenet_v1": "block3_pw_conv", "mobilenet_v2": "block2_expand_conv",
+    "mobilenet_v2_fused": "block1_fused_conv", "squeezenet": "fire1_squeeze_conv",
+}
 
 
 def images(n: int = 4, seed: int = 0) -> np.ndarray:
@@ -66,7 +69,7 @@ def test_bad_importance_raises_config_error() -> None:
 
 
 def residual_only() -> keras.Model:
-    inputs = keras.Input((8, 8, 8))
+    inputs = keras.Input((8, 8, 8), name="image")
     x = keras.layers.Conv2D(8, 3, padding="same", name="conv_a")(inputs)
     x = keras.layers.BatchNormalization(name="bn_a")(x)
     x = keras.layers.Add(name="block3_add")([inputs, x])
@@ -75,12 +78,12 @@ def residual_only() -> keras.Model:
 
 
 def test_model_without_prunable_group_raises_naming_the_add() -> None:
-    with pytest.raises(ConfigError, match=r"'conv_a' feeds Add 'block3_add'.*'logits' is a model output"):
+    with pytest.raises(ConfigError, match=r"'conv_a' is tied by 'block3_add' to 'image', whose width cannot change.*'logits' is a model output"):
         prune_channels(residual_only(), 0.5)
 
 
-def test_residual_groups_are_reported_as_skipped() -> None:
-    inputs = keras.Input((8, 8, 8))
+def test_residual_sums_with_the_input_are_reported_as_skipped() -> None:
+    inputs = keras.Input((8, 8, 8), name="image")
     y = keras.layers.Conv2D(16, 3, padding="same", name="inner")(inputs)
     y = keras.layers.ReLU(name="inner_relu")(y)
     y = keras.layers.Conv2D(8, 3, padding="same", name="outer")(y)
@@ -89,12 +92,62 @@ def test_residual_groups_are_reported_as_skipped() -> None:
     model = keras.Model(inputs, keras.layers.Dense(4, name="logits")(x))
     result = prune_channels(model, 0.5)
     assert [(g.layer, g.channels, g.kept) for g in result.groups] == [("inner", 16, 8)]
-    assert ("outer", "feeds Add 'res_add'") in result.skipped
+    tied = "is tied by 'res_add' to 'image', whose width cannot change"
+    assert ("outer", tied) in result.skipped
     assert ("logits", "is a model output") in result.skipped
     assert result.model.get_layer("outer").kernel.shape == (3, 3, 8, 8)
     report = json.loads(json.dumps(result.as_dict()))  # plain data for the stage's metrics
-    assert report["groups"][0]["kept"] == 8 and {"layer": "outer", "reason": "feeds Add 'res_add'"} in report["skipped"]
+    assert report["groups"][0]["kept"] == 8 and {"layer": "outer", "reason": tied} in report["skipped"]
     assert report["parameters_after"] < report["parameters_before"] and report["macs_after"] < report["macs_before"]
+
+
+def two_block_residual(head_is_output: bool = False) -> keras.Model:
+    """stem -> [a1 -> a2] + stem -> [b1 -> b2] + that -> gap -> logits: stem, a2 and b2 are tied."""
+    inputs = keras.Input((8, 8, 3), name="image")
+    stem = keras.layers.ReLU(name="stem_relu")(keras.layers.Conv2D(16, 3, padding="same", name="stem")(inputs))
+    x = stem
+    for block in ("a", "b"):
+        y = keras.layers.ReLU(name=f"{block}1_relu")(keras.layers.Conv2D(32, 1, name=f"{block}1")(x))
+        y = keras.layers.BatchNormalization(name=f"{block}2_bn")(keras.layers.Conv2D(16, 1, name=f"{block}2")(y))
+        x = keras.layers.Add(name=f"{block}_add")([x, y])
+    if head_is_output:
+        return keras.Model(inputs, x, name="features")
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, keras.layers.Dense(4, name="logits")(x), name="two_blocks")
+
+
+def test_sources_tied_by_adds_are_pruned_together_to_the_same_channels() -> None:
+    keras.utils.set_random_seed(3)
+    model = two_block_residual()
+    result = prune_channels(model, 0.5)
+    by_layer = {g.layer: g for g in result.groups}
+    assert set(by_layer) == {"stem", "a1", "a2", "b1", "b2"}
+    assert sorted(by_layer["stem"].tied) == ["a2", "b2"] and by_layer["a1"].tied == []
+    assert {by_layer[n].kept for n in ("stem", "a2", "b2")} == {8}
+    pruned = result.model
+    # the residual stream is 8 wide everywhere, and what reads it reads 8 channels
+    assert pruned.get_layer("a_add").output.shape[-1] == pruned.get_layer("b_add").output.shape[-1] == 8
+    assert pruned.get_layer("b1").kernel.shape[-2] == 8 and pruned.get_layer("logits").kernel.shape[0] == 8
+    assert not any("Add" in reason or "add" in reason for _, reason in result.skipped)
+    # the group is ranked by the members' normalised L1 norms, summed
+    stem_keep = np.sort(np.argsort(-sum(
+        np.abs(model.get_layer(n).kernel.numpy()).sum(axis=(0, 1, 2)) / np.abs(model.get_layer(n).kernel.numpy()).sum()
+        for n in ("stem", "a2", "b2")
+    ), kind="stable")[:8])
+    np.testing.assert_array_equal(
+        pruned.get_layer("stem").kernel.numpy(), model.get_layer("stem").kernel.numpy()[..., stem_keep]
+    )
+    for bn in ("a2_bn", "b2_bn"):  # the members' output channels were cut with the same indices
+        np.testing.assert_array_equal(pruned.get_layer(bn).gamma.numpy(), model.get_layer(bn).gamma.numpy()[stem_keep])
+
+
+def test_a_group_tied_to_a_skipped_source_is_skipped_whole() -> None:
+    result = prune_channels(two_block_residual(), 0.5, skip=["a2"])
+    reasons = dict(result.skipped)
+    assert reasons["a2"] == "listed in skip"
+    assert reasons["stem"] == reasons["b2"] == "is tied by 'a_add', 'b_add' to 'a2' (listed in skip)"
+    assert sorted(g.layer for g in result.groups) == ["a1", "b1"]
+    assert result.model.get_layer("a_add").output.shape[-1] == 16
 
 
 def test_depthwise_multiplier_and_skip_list_block_pruning() -> None:
@@ -174,8 +227,12 @@ def test_fraction_zero_reproduces_outputs(family: str) -> None:
 def kill_channels(model: keras.Model, seed: int = 0) -> None:
     """Zero gamma and beta of a random half of every conv's BatchNorm: those channels output exactly 0
     downstream (ReLU(0) = 0, bias-free depthwise of 0 = 0, fresh BN of 0 = 0), so removing them must not
-    change the logits. ``bn`` importance ranks them last; everything else keeps random scales."""
+    change the logits. ``bn`` importance ranks them last; everything else keeps random scales.
+
+    Layers of one width lose the same channels: the sources an Add ties together must all be dead
+    in a channel for the sum to be zero there."""
     rng = np.random.default_rng(seed)
+    dead_by_width: dict[int, np.ndarray] = {}
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             if isinstance(layer.input._keras_history.operation, keras.layers.DepthwiseConv2D):
@@ -183,7 +240,7 @@ def kill_channels(model: keras.Model, seed: int = 0) -> None:
             gamma, beta, mean, var = layer.get_weights()
             gamma = rng.uniform(0.5, 1.5, gamma.shape).astype("float32")
             beta = rng.normal(0, 0.2, beta.shape).astype("float32")
-            dead = rng.permutation(len(gamma))[: len(gamma) // 2]
+            dead = dead_by_width.setdefault(len(gamma), rng.permutation(len(gamma))[: len(gamma) // 2])
             gamma[dead] = beta[dead] = 0.0
             layer.set_weights([gamma, beta, mean, var])
 

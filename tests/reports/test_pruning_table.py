@@ -30,7 +30,10 @@ def test_table_shows_before_after_and_each_pruned_layer() -> None:
         "after": {"test_accuracy": 0.905, "parameters": 29226, "macs": 2_740_000, "sparsity": 0.0,
                   "float32_tflite_bytes": 120_000, "float32_tflite_gzip_bytes": 105_000},
         "layers": [{"layer": "block1_dw", "parameters": 144, "zeros": 0, "sparsity": 0.0}],
-        "structured": {"groups": [{"layer": "block2_expand_conv", "channels": 64, "kept": 32}]},
+        "structured": {"groups": [
+            {"layer": "block2_expand_conv", "channels": 64, "kept": 32},
+            {"layer": "block2_project", "channels": 24, "kept": 16, "tied": ["block3_project"]},
+        ]},
     }
     result = BuildResult(profile=load_profile("quick"))
     result.artifacts["prune"] = Artifact("prune", "r" * 64, Path("."), {"metrics": {"compression": report}})
@@ -38,4 +41,5 @@ def test_table_shows_before_after_and_each_pruned_layer() -> None:
     assert "compression: structured" in text
     assert "57,034" in text and "29,226" in text and "0.9100" in text and "0.9050" in text
     assert "block2_expand_conv" in text and "64 ch" in text and "32 ch" in text
+    assert "block2_project (with block3_project)" in text  # an Add ties them: same channels kept
     assert "block1_dw" not in text  # layers with no zeros are not listed
