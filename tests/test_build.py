@@ -189,6 +189,9 @@ def test_ctrl_c_while_the_students_train_side_by_side_stops_everything_and_rerun
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "build", "--profile", str(profile)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        # A suite started in the background by a non-interactive shell inherits SIGINT as ignored,
+        # and so would the build; give it the disposition a terminal's Ctrl-C meets.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     distill_dir = results / "cache" / "distill"
     deadline = time.monotonic() + 300
