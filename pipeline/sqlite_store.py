@@ -19,6 +19,11 @@ from pipeline.paths import results_dir
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 
 
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock, so waiting may help."""
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 class SQLiteStore:
     """Open (creating or migrating as needed) ``path``, default ``results_dir()/file_name``."""
 
@@ -59,7 +64,7 @@ class SQLiteStore:
             try:
                 return str(self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
             except sqlite3.OperationalError as exc:
-                if not ("locked" in str(exc) or "busy" in str(exc)) or time.monotonic() + delay > deadline:
+                if not _busy(exc) or time.monotonic() + delay > deadline:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
@@ -84,7 +89,7 @@ class SQLiteStore:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                if "locked" in str(exc) or "busy" in str(exc):
+                if _busy(exc):
                     raise self.error(
                         f"{self.what} {self.path} stayed locked by another process for longer than "
                         f"{self.busy_timeout_s:.0f} s ({exc}); is another edgeship run stuck?"
