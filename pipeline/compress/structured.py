@@ -265,20 +265,20 @@ class _Ties:
     def __init__(self, graph: _Graph) -> None:
         self.parent: dict[str, str] = {}
         self.merges: dict[str, list[str]] = {}  # root -> the merge layers that joined its group, for messages
-        self.space: dict[str, str] = {}
+        space: dict[str, str] = {}  # layer -> the channel space of its output
         for name in graph.order:
             kind = _kind(graph.layers[name], graph.ranks.get(name, 0))
             producers = graph.producers.get(name, [])
             if kind == "consumer":
-                self.space[name] = self._new(name)
+                space[name] = self._new(name)
             elif kind == "channelwise" and producers:
-                self.space[name] = self.space[producers[0]]
+                space[name] = space[producers[0]]
             elif kind == "tie" and producers:
                 for other in producers[1:]:
-                    self._union(self.space[producers[0]], self.space[other], name)
-                self.space[name] = self.space[producers[0]]
+                    self._union(space[producers[0]], space[other], name)
+                space[name] = space[producers[0]]
             else:
-                self.space[name] = self._new(f"fixed:{name}")
+                space[name] = self._new(f"fixed:{name}")
 
     def _new(self, key: str) -> str:
         self.parent[key] = key

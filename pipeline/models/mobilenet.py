@@ -63,7 +63,7 @@ V2_HEAD = 128
 # full-resolution tensors through BatchNorm and ReLU6, forward and backward. One fused stride-2
 # block replaces both, so nothing wider than the 16-channel stem runs at 28x28. Measured on the
 # 2-core build host (one thread, batch 128): 37 s per Fashion-MNIST epoch against 55 s for
-# mobilenet_v2, for 64k parameters and 6.0 M MACs (v2: 57k, 5.0 M).
+# mobilenet_v2, for 64k parameters and 5.6 M MACs (v2: 57k, 5.0 M).
 V2_FUSED_STAGES: tuple[V2Stage, ...] = (
     V2Stage(4, 24, 1, 2, fused=True),  # 28x28 -> 14x14 in one full 3x3 conv
     V2Stage(4, 24, 1, 1),  # 14x14
