@@ -2,33 +2,27 @@
 
 Security rules (ARCHITECTURE.md): host keys are checked against the target's known_hosts file; an
 unknown key is refused unless the target says ``host_key_policy: accept-new`` (then it is recorded,
-atomically); a changed key is always refused. Key-file or ssh-agent authentication only. Every
-remote word is quoted. Connect, banner, auth and command timeouts are always set. Transient
-connection failures (refused, timed out, unreachable) are retried with exponential backoff;
-authentication and host-key problems are not. Messages never contain key material or passphrases.
+atomically: known_hosts.py); a changed key is always refused. Key-file or ssh-agent authentication
+only. Every remote word is quoted. Connect, banner, auth and command timeouts are always set.
+Transient connection failures (refused, timed out, unreachable) are retried with exponential
+backoff; authentication and host-key problems are not. Messages never contain key material or
+passphrases.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import errno
-import fcntl
-import hashlib
 import logging
 import os
 import re
 import select
-import shlex
 import socket
-import stat
 import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from pipeline.errors import DeployError
-from pipeline.fsutil import atomic_write_bytes
 from pipeline.transport.base import (
     CommandTimeout,
     ProgressCallback,
@@ -38,6 +32,8 @@ from pipeline.transport.base import (
     sh_script,
     shell_join,
 )
+from pipeline.transport.known_hosts import HostKeyError
+from pipeline.transport.ssh_connect import Transient, connect_once
 
 if TYPE_CHECKING:  # pragma: no cover
     import paramiko
@@ -69,80 +65,7 @@ _KILL_SCRIPT = (
     'kill -KILL "$1" 2>/dev/null; kill -KILL -"$1" 2>/dev/null; true'
 )
 
-
-def fingerprint(key: "paramiko.PKey") -> str:
-    """OpenSSH's ``SHA256:<base64 without padding>`` form."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
-
-
-def known_hosts_name(host: str, port: int) -> str:
-    """How OpenSSH names a host in known_hosts: ``host`` on port 22, ``[host]:port`` otherwise."""
-    return host if port == 22 else f"[{host}]:{port}"
-
-
-class HostKeyError(DeployError):
-    """The server's host key is unknown (strict policy) or has changed."""
-
-
-class _Transient(Exception):
-    """A connection failure worth retrying (refused, timed out, unreachable)."""
-
-
-def _atomic_append_known_host(path: Path, line: str) -> None:
-    """Append one line to a known_hosts file by rewriting it atomically (serialised with flock)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    lock_path = path.with_name(f".{path.name}.edgeship-lock")
-    with open(lock_path, "a") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            existing = path.read_text(encoding="utf-8") if path.exists() else ""
-            mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o600
-            if existing and not existing.endswith("\n"):
-                existing += "\n"
-            atomic_write_bytes(path, (existing + line).encode("utf-8"), mode=mode)
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-
-
-def _make_policy(cfg: "SSHTransportConfig", target_hint: str):
-    import paramiko
-
-    class KnownHostsPolicy(paramiko.MissingHostKeyPolicy):
-        """Called by paramiko only when known_hosts has no entry at all for the host."""
-
-        def missing_host_key(self, client, hostname, key):  # noqa: D401 - paramiko API
-            known_hosts = Path(cfg.known_hosts)
-            if cfg.host_key_policy == "accept-new":
-                try:
-                    _atomic_append_known_host(known_hosts, f"{hostname} {key.get_name()} {key.get_base64()}\n")
-                except OSError as exc:
-                    raise HostKeyError(
-                        f"The SSH host key of {hostname} ({key.get_name()} {fingerprint(key)}) is new and "
-                        f"host_key_policy is accept-new, but it could not be recorded in {known_hosts}: {exc}."
-                    ) from None
-                client.get_host_keys().add(hostname, key.get_name(), key)
-                log.warning("accepted new host key for %s: %s %s (recorded in %s)", hostname, key.get_name(), fingerprint(key), known_hosts)
-                return
-            raise HostKeyError(
-                f"Refusing to connect to {hostname}: its SSH host key is not in the known_hosts file {known_hosts}, "
-                f"and {target_hint} uses host_key_policy 'strict'. The server offered the {key.get_name()} key "
-                f"with fingerprint {fingerprint(key)}. Check that fingerprint on the device "
-                f"(`ssh-keygen -lf /etc/ssh/ssh_host_{_key_file_kind(key)}_key.pub`), then add it with "
-                f"`ssh-keyscan -p {cfg.port} {shlex.quote(cfg.host)} >> {shlex.quote(str(known_hosts))}` - or set "
-                "transport.host_key_policy: accept-new in the target file to record it on first contact."
-            )
-
-    return KnownHostsPolicy()
-
-
-def _key_file_kind(key) -> str:
-    name = key.get_name()
-    if "ed25519" in name:
-        return "ed25519"
-    if "ecdsa" in name:
-        return "ecdsa"
-    return "rsa"
+__all__ = ["HostKeyError", "SSHTransport"]
 
 
 class SSHTransport(Transport):
@@ -166,14 +89,14 @@ class SSHTransport(Transport):
                 "fix the path or remove key_file to use ssh-agent and the default keys."
             )
         attempts = cfg.retries + 1
-        last: Optional[_Transient] = None
+        last: Optional[Transient] = None
         self.attempts = 0
         for attempt in range(attempts):
             self.attempts += 1
             try:
-                self._client = self._connect_once()
+                self._client = connect_once(cfg, self.target_name)
                 return
-            except _Transient as exc:
+            except Transient as exc:
                 last = exc
                 if attempt + 1 < attempts:
                     delay = cfg.retry_backoff * (2**attempt)
@@ -181,115 +104,6 @@ class SSHTransport(Transport):
                     time.sleep(delay)
         tries = f" (tried {attempts} times with backoff)" if attempts > 1 else ""
         raise DeployError(f"Cannot connect to {self.target_name}: {last}{tries}.")
-
-    def _connect_once(self) -> "paramiko.SSHClient":
-        import paramiko
-
-        cfg = self.cfg
-        where = f"{cfg.host}:{cfg.port}"
-        client = paramiko.SSHClient()
-        known_hosts = Path(cfg.known_hosts)
-        if known_hosts.is_file():
-            try:
-                client.load_system_host_keys(str(known_hosts))
-            except (OSError, paramiko.SSHException, ValueError) as exc:
-                client.close()
-                raise DeployError(f"The known_hosts file {known_hosts} cannot be read: {exc}.") from None
-        client.set_missing_host_key_policy(_make_policy(cfg, self.target_name))
-        timeout = cfg.connect_timeout
-        try:
-            client.connect(
-                cfg.host,
-                port=cfg.port,
-                username=cfg.user,
-                key_filename=cfg.key_file,
-                look_for_keys=cfg.key_file is None,
-                allow_agent=True,
-                timeout=timeout,
-                banner_timeout=timeout,
-                auth_timeout=timeout,
-                channel_timeout=timeout,
-            )
-        except HostKeyError:
-            client.close()
-            raise
-        except paramiko.BadHostKeyException as exc:
-            client.close()
-            name = known_hosts_name(cfg.host, cfg.port)
-            qname, qfile = shlex.quote(name), shlex.quote(str(known_hosts))
-            raise HostKeyError(
-                f"REFUSED: the SSH host key of {name} has CHANGED. The known_hosts file {known_hosts} expects "
-                f"{exc.expected_key.get_name()} {fingerprint(exc.expected_key)} but the server offered "
-                f"{exc.key.get_name()} {fingerprint(exc.key)}. This happens when a device is reinstalled, but it is "
-                "also what a man-in-the-middle attack looks like, so edgeship never accepts a changed key. "
-                f"Inspect the stored entry with `ssh-keygen -F {qname} -f {qfile}`; if the change is expected, "
-                f"remove it with `ssh-keygen -R {qname} -f {qfile}` and add the new key "
-                f"(`ssh-keyscan -p {cfg.port} {shlex.quote(cfg.host)} >> {qfile}`) after checking its fingerprint on the device."
-            ) from None
-        except paramiko.PasswordRequiredException:
-            client.close()
-            raise DeployError(
-                f"The SSH key file {cfg.key_file} for {cfg.user}@{where} is protected by a passphrase, which edgeship "
-                f"does not ask for. Load it into ssh-agent (`ssh-add {shlex.quote(str(cfg.key_file))}`) and remove "
-                "key_file from the target, or use a dedicated deploy key without a passphrase."
-            ) from None
-        except paramiko.AuthenticationException as exc:
-            client.close()
-            how = f"key file {cfg.key_file}" if cfg.key_file else "ssh-agent and the default keys in ~/.ssh"
-            raise DeployError(
-                f"SSH authentication as user '{cfg.user}' on {where} failed using {how} ({exc}). Check "
-                f"transport.user and transport.key_file of {self.target_name}, and that the public key is in "
-                f"~{cfg.user}/.ssh/authorized_keys on the device (`ssh-copy-id -p {cfg.port} {cfg.user}@{cfg.host}`)."
-            ) from None
-        except socket.gaierror as exc:
-            client.close()
-            raise DeployError(
-                f"Cannot resolve the SSH host name '{cfg.host}' of {self.target_name}: {exc.strerror or exc}. "
-                "Check transport.host (a name on your network or an IP address)."
-            ) from None
-        except paramiko.ssh_exception.NoValidConnectionsError as exc:
-            client.close()
-            codes = {getattr(e, "errno", None) for e in exc.errors.values()}
-            if codes <= {errno.ECONNREFUSED}:
-                raise _Transient(
-                    f"{where} refused the SSH connection: no SSH server is listening there (is sshd running, "
-                    f"is transport.port {cfg.port} right?)"
-                ) from None
-            raise _Transient(f"{where} is unreachable ({exc})") from None
-        except (socket.timeout, TimeoutError):
-            client.close()
-            raise _Transient(
-                f"Connecting to {where} timed out after {timeout:g} s: the device is off, asleep or unreachable "
-                "from here (check transport.host and the network)"
-            ) from None
-        except ConnectionRefusedError:
-            client.close()
-            raise _Transient(f"{where} refused the SSH connection (is sshd running on port {cfg.port}?)") from None
-        except (EOFError, ConnectionResetError) as exc:
-            client.close()
-            raise _Transient(f"{where} closed the connection during the SSH handshake ({exc or type(exc).__name__})") from None
-        except OSError as exc:
-            client.close()
-            if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EHOSTDOWN, errno.ETIMEDOUT):
-                raise _Transient(f"{where} is unreachable: {exc.strerror}") from None
-            raise DeployError(f"Connecting to {where} failed: {exc}.") from None
-        except paramiko.SSHException as exc:
-            inner = None
-            with contextlib.suppress(Exception):
-                inner = client.get_transport().get_exception()
-            client.close()
-            text = str(exc) + (f": {inner}" if inner and str(inner) not in str(exc) else "")
-            lowered = text.lower()
-            if any(word in lowered for word in ("banner", "timed out", "timeout", "no existing session", "negotiation failed")):
-                raise _Transient(
-                    f"{where} accepted the TCP connection but did not complete the SSH handshake within "
-                    f"{timeout:g} s ({text.strip()})"
-                ) from None
-            raise DeployError(f"SSH negotiation with {where} failed: {text}.") from None
-        transport = client.get_transport()
-        if transport is not None and self.cfg.keepalive > 0:
-            transport.set_keepalive(self.cfg.keepalive)
-        return client
 
     @property
     def client(self) -> "paramiko.SSHClient":
