@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tarfile
 from pathlib import Path
 from typing import Any
 
+from pipeline.bundle.tarball import make_tarball  # noqa: F401  (callers import it from here)
 from pipeline.errors import BundleError
 from pipeline.fsutil import atomic_directory, atomic_write_json, sha256_file
 
@@ -93,17 +93,3 @@ def finalize_bundle(staging: Path, manifest: dict[str, Any], bundles_root: Path)
             shutil.move(str(item), tmp / item.name)
     shutil.rmtree(staging, ignore_errors=True)
     return final
-
-
-def make_tarball(bundle_dir: Path) -> Path:
-    """``<bundle id>.tar.gz`` beside the directory, with the id as its single top-level folder."""
-    bundle_dir = Path(bundle_dir)
-    out = bundle_dir.with_suffix(".tar.gz")
-    if out.is_file():
-        return out
-    tmp = out.with_name(f".{out.name}.tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        for path in sorted(bundle_dir.rglob("*")):
-            tar.add(path, arcname=f"{bundle_dir.name}/{path.relative_to(bundle_dir).as_posix()}", recursive=False)
-    tmp.replace(out)
-    return out

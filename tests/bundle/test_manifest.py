@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import tarfile
 from pathlib import Path
 
 import pytest
 
-from pipeline.bundle.manifest import compute_bundle_id, hash_files, make_tarball, verify_bundle
+from pipeline.bundle.manifest import compute_bundle_id, hash_files, verify_bundle
 from pipeline.errors import BundleError
 
 
@@ -84,11 +83,3 @@ def test_rewritten_manifest_with_forged_hash_is_refused(tiny_bundle_int8: Path, 
     with pytest.raises(BundleError, match="bundle_id"):
         verify_bundle(bundle)
 
-
-def test_tarball_has_single_top_folder(tiny_bundle_int8: Path, tmp_path: Path) -> None:
-    bundle = copy_bundle(tiny_bundle_int8, tmp_path)
-    tarball = make_tarball(bundle)
-    with tarfile.open(tarball) as tar:
-        names = tar.getnames()
-    assert all(name.split("/")[0] == bundle.name for name in names)
-    assert f"{bundle.name}/manifest.json" in names
