@@ -3,10 +3,11 @@
 Security rules (ARCHITECTURE.md): host keys are checked against the target's known_hosts file; an
 unknown key is refused unless the target says ``host_key_policy: accept-new`` (then it is recorded,
 atomically: known_hosts.py); a changed key is always refused. Key-file or ssh-agent authentication
-only. Every remote word is quoted. Connect, banner, auth and command timeouts are always set.
-Transient connection failures (refused, timed out, unreachable) are retried with exponential
-backoff; authentication and host-key problems are not. Messages never contain key material or
-passphrases.
+only. Every remote word is quoted. Connect, banner, auth and command timeouts are always set, and a
+command timeout is a hard bound even against a server that goes silent mid-command
+(ssh_deadline.py). Transient connection failures (refused, timed out, unreachable) are retried with
+exponential backoff; authentication and host-key problems are not. Messages never contain key
+material or passphrases.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pipeline.transport.base import (
 )
 from pipeline.transport.known_hosts import HostKeyError
 from pipeline.transport.ssh_connect import Transient, connect_once
+from pipeline.transport.ssh_deadline import Stalled, abandon, close_channel, exit_status, open_channel, remaining, request
 
 if TYPE_CHECKING:  # pragma: no cover
     import paramiko
@@ -64,6 +66,8 @@ _KILL_SCRIPT = (
     'kill -TERM "$1" 2>/dev/null; kill -TERM -"$1" 2>/dev/null; sleep 1; '
     'kill -KILL "$1" 2>/dev/null; kill -KILL -"$1" 2>/dev/null; true'
 )
+#: how long killing a timed-out command may take (the kill script itself waits 1 s)
+_KILL_BUDGET = 5.0
 
 __all__ = ["HostKeyError", "SSHTransport"]
 
@@ -132,76 +136,154 @@ class SSHTransport(Transport):
 
     # -- commands --------------------------------------------------------------------------
     def run(self, argv: Sequence[str], timeout: Optional[float] = None, check: bool = True) -> Result:
+        """Run ``argv``; raises :class:`CommandTimeout` at most ``timeout`` + about 7 s after the
+        channel is requested, however silent the server (connecting first is bounded by connect_timeout)."""
         import paramiko
 
         argv = [str(a) for a in argv]
         timeout = self.command_timeout if timeout is None else timeout
-        command = shell_join(["sh", "-c", _PID_WRAPPER, "sh", *argv])
-        log.debug("ssh %s: %s", self.where, shell_join(argv))
+        shown = shell_join(argv)
+        log.debug("ssh %s: %s", self.where, shown)
         out, err = bytearray(), bytearray()
+        chan = None
         try:
-            transport = self.client.get_transport()
-            if transport is None or not transport.is_active():
-                raise paramiko.SSHException("transport is not active")
-            chan = transport.open_session(timeout=self.cfg.connect_timeout)
+            transport = self._live_transport()
+            deadline = time.monotonic() + timeout
             try:
-                chan.exec_command(command)
-                chan.shutdown_write()
-                deadline = time.monotonic() + timeout
-                idle = 0.002  # poll interval: short while output flows, up to 0.1 s when idle
-                while True:
-                    got = False
-                    while chan.recv_ready():
-                        out += chan.recv(65536)
-                        got = True
-                    while chan.recv_stderr_ready():
-                        err += chan.recv_stderr(65536)
-                        got = True
-                    finished = chan.exit_status_ready() and (chan.eof_received or chan.closed)
-                    if finished and not chan.recv_ready() and not chan.recv_stderr_ready():
-                        break
-                    if time.monotonic() > deadline:
-                        pid = _PID_LINE.search(err.decode("utf-8", "replace"))
-                        chan.close()
-                        self._kill(pid.group(1) if pid else None)
-                        raise CommandTimeout(
-                            f"On {self.where}, `{shell_join(argv)}` ran longer than {timeout:g} s and was killed."
-                        )
-                    if not transport.is_active():
-                        raise EOFError("the server closed the connection")
-                    idle = 0.002 if got else min(idle * 2, 0.1)
-                    select.select([chan], [], [], idle)
-                code = chan.recv_exit_status()
+                chan = open_channel(transport, deadline)
+                request(chan, "exec", shell_join(["sh", "-c", _PID_WRAPPER, "sh", *argv]), deadline)
+                code = self._collect(chan, transport, deadline, out, err)
+            except Stalled as exc:
+                raise self._timed_out(transport, chan, shown, timeout, exc.step, err) from None
             finally:
-                chan.close()
+                if chan is not None:
+                    close_channel(chan)
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise self._lost(f"running `{shell_join(argv)}`", exc) from None
+            raise self._lost(f"running `{shown}`", exc) from None
         stderr = _PID_LINE.sub("", err.decode("utf-8", "replace"), count=1)
         result = Result(code, out.decode("utf-8", "replace"), stderr, tuple(argv))
         return self.check_result(result) if check else result
 
-    def _kill(self, pid: Optional[str]) -> None:
-        if not pid:
-            return
-        with contextlib.suppress(Exception):
-            transport = self.client.get_transport()
-            chan = transport.open_session(timeout=self.cfg.connect_timeout)
-            chan.settimeout(15)
-            chan.exec_command(shell_join(sh_script(_KILL_SCRIPT, pid)))
-            chan.recv_exit_status()
-            chan.close()
+    def _live_transport(self) -> "paramiko.Transport":
+        import paramiko
+
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise paramiko.SSHException("transport is not active")
+        return transport
+
+    @staticmethod
+    def _collect(chan: "paramiko.Channel", transport: "paramiko.Transport", deadline: float, out: bytearray, err: bytearray) -> int:
+        """Read stdout/stderr until the exit status and EOF arrive; :class:`Stalled` at the deadline."""
+        idle = 0.002  # poll interval: short while output flows, up to 0.1 s when idle
+        while True:
+            got = False
+            while chan.recv_ready():
+                out += chan.recv(65536)
+                got = True
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+                got = True
+            finished = chan.exit_status_ready() and (chan.eof_received or chan.closed)
+            if finished and not chan.recv_ready() and not chan.recv_stderr_ready():
+                return exit_status(chan, deadline)  # already there: exit_status_ready()
+            if time.monotonic() > deadline:
+                raise Stalled("finish")
+            if not transport.is_active():
+                raise EOFError("the server closed the connection")
+            idle = 0.002 if got else min(idle * 2, 0.1)
+            select.select([chan], [], [], min(idle, remaining(deadline)))
+
+    def _timed_out(
+        self, transport: "paramiko.Transport", chan: "Optional[paramiko.Channel]", shown: str, timeout: float, step: str, err: bytearray
+    ) -> CommandTimeout:
+        """Close what the command held, kill it if its pid is known, and say what happened."""
+        pid = _PID_LINE.search(err.decode("utf-8", "replace"))
+        dropped = abandon(transport, chan, wedged=step == "open a channel")
+        killed = bool(pid) and not dropped and self._kill(transport, pid.group(1))
+        if pid and not killed and not dropped:
+            dropped = abandon(transport, None, wedged=True)
+        if dropped:
+            self._forget_connection()
+        where, after = self.where, f"within {timeout:g} s"
+        reconnect = " The SSH connection was closed; the next command opens a new one." if dropped else ""
+        if step != "finish":
+            return CommandTimeout(
+                f"On {where}, the SSH server did not {step} for `{shown}` {after}, so the command was abandoned: "
+                f"the device's sshd is overloaded or hung (check it with a plain `ssh`).{reconnect}"
+            )
+        if killed:
+            return CommandTimeout(f"On {where}, `{shown}` ran longer than {timeout:g} s and was killed.")
+        why = (
+            f"the kill sent on a second channel got no answer {after} either ({_KILL_BUDGET:g} s)"
+            if pid
+            else "the server never reported its process id"
+        )
+        return CommandTimeout(
+            f"On {where}, `{shown}` ran longer than {timeout:g} s; edgeship could not confirm that it was killed "
+            f"because {why}, so it may still be running on the device.{reconnect}"
+        )
+
+    def _kill(self, transport: "paramiko.Transport", pid: str) -> bool:
+        """Kill the remote shell (and its process group) from a second channel; True if confirmed."""
+        import paramiko
+
+        deadline = time.monotonic() + _KILL_BUDGET
+        try:
+            chan = open_channel(transport, deadline)
+            request(chan, "exec", shell_join(sh_script(_KILL_SCRIPT, pid)), deadline)
+            exit_status(chan, deadline)
+        except (Stalled, paramiko.SSHException, EOFError, OSError) as exc:
+            log.warning("killing timed-out remote pid %s on %s failed: %s", pid, self.where, exc)
+            return False  # the caller closes the connection, and with it this channel
+        close_channel(chan)
+        return True
 
     # -- files -----------------------------------------------------------------------------
-    def _sftp(self):
+    def _sftp(self, budget: Optional[float] = None) -> "paramiko.SFTPClient":
+        """The SFTP session, opened within ``budget`` (default connect_timeout): paramiko waits for the
+        subsystem reply without a limit. Each later SFTP read or write stalls at most command_timeout."""
+        import paramiko
+
         if self._sftp_client is None:
-            self._sftp_client = self.client.open_sftp()
-            self._sftp_client.get_channel().settimeout(self.command_timeout)
+            transport = self._live_transport()
+            budget = self.cfg.connect_timeout if budget is None else budget
+            deadline = time.monotonic() + budget
+            chan = None
+            try:
+                chan = open_channel(transport, deadline)
+                request(chan, "subsystem", "sftp", deadline)
+                chan.settimeout(max(remaining(deadline), 0.01))  # for the version exchange
+                sftp = paramiko.SFTPClient(chan)
+            except (Stalled, socket.timeout) as exc:
+                step = exc.step if isinstance(exc, Stalled) else "send its SFTP version"
+                if abandon(transport, chan, wedged=step == "open a channel"):
+                    self._forget_connection()
+                raise CommandTimeout(
+                    f"On {self.where}, the SSH server did not {step} within {budget:g} s while starting an SFTP "
+                    "session: the device's sshd is overloaded or hung, or its sftp subsystem is broken."
+                ) from None
+            except BaseException:
+                if chan is not None:
+                    close_channel(chan)
+                raise
+            chan.settimeout(self.command_timeout)
+            self._sftp_client = sftp
         return self._sftp_client
+
+    def _stalled(self, doing: str) -> CommandTimeout:
+        """An SFTP read or write got no answer for command_timeout: the session is out of step, drop it."""
+        self._drop_sftp()
+        return CommandTimeout(
+            f"On {self.where}, {doing} stalled: the SFTP server sent nothing for {self.command_timeout:g} s "
+            "(transport.command_timeout), so the transfer was abandoned."
+        )
 
     def put(self, local_path: Path, remote_path: str, progress: Optional[ProgressCallback] = None) -> None:
         import paramiko
 
         partial = remote_path + ".partial"
+        doing = f"uploading {local_path} to {remote_path}"
         try:
             sftp = self._sftp()
             sftp.put(str(local_path), partial, callback=progress, confirm=True)
@@ -212,10 +294,12 @@ class SSHTransport(Transport):
                 with contextlib.suppress(OSError):
                     sftp.remove(remote_path)
                 sftp.rename(partial, remote_path)
+        except socket.timeout:
+            raise self._stalled(doing) from None
         except (paramiko.SSHException, EOFError, socket.error) as exc:
-            if isinstance(exc, OSError) and not isinstance(exc, (socket.timeout, ConnectionError)) and self._alive():
+            if isinstance(exc, OSError) and not isinstance(exc, ConnectionError) and self._alive():
                 raise DeployError(f"Uploading {local_path} to {self.where}:{remote_path} failed: {exc}.") from None
-            raise self._lost(f"uploading {local_path} to {remote_path}", exc) from None
+            raise self._lost(doing, exc) from None
 
     def get(self, remote_path: str, local_path: Path) -> None:
         import paramiko
@@ -229,6 +313,8 @@ class SSHTransport(Transport):
             os.replace(tmp, local_path)
         except FileNotFoundError:
             raise DeployError(f"On {self.where}, {remote_path} does not exist.") from None
+        except socket.timeout:
+            raise self._stalled(f"downloading {remote_path}") from None
         except (paramiko.SSHException, EOFError, socket.error) as exc:
             if isinstance(exc, OSError) and self._alive():
                 raise DeployError(f"Downloading {self.where}:{remote_path} failed: {exc}.") from None
@@ -241,12 +327,19 @@ class SSHTransport(Transport):
         transport = self._client.get_transport() if self._client else None
         return bool(transport and transport.is_active())
 
-    def close(self) -> None:
+    def _drop_sftp(self) -> None:
         if self._sftp_client is not None:
-            with contextlib.suppress(Exception):
-                self._sftp_client.close()
+            close_channel(self._sftp_client.get_channel())
             self._sftp_client = None
+
+    def _forget_connection(self) -> None:
+        """After the connection was closed as wedged: the next command reconnects."""
+        self._sftp_client = None
         if self._client is not None:
             with contextlib.suppress(Exception):
                 self._client.close()
             self._client = None
+
+    def close(self) -> None:
+        self._drop_sftp()
+        self._forget_connection()
