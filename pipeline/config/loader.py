@@ -9,11 +9,21 @@ from pathlib import Path
 from typing import Any, Type, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class Strict(BaseModel):
+    """Base of every config section: unknown keys are errors, and NaN/inf are refused.
+
+    YAML reads ``.nan`` and ``.inf`` as floats, and they pass ``gt=0``/``ge=0`` bounds; shipped to a
+    device as preprocessing or a time budget, they would silently poison every measurement.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def resolve_named_yaml(name_or_path: str | Path, folder: Path, what: str, hint: str) -> Path:

@@ -9,14 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from pipeline.config.loader import load_model, resolve_named_yaml
+from pipeline.config.loader import Strict, load_model, resolve_named_yaml
 from pipeline.paths import builtin_profiles_dir
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DatasetConfig(Strict):

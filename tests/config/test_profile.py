@@ -62,3 +62,23 @@ def test_teacher_shift_is_bounded(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"teacher.shift.*less than or equal to 4"):
         load_profile(path)
     assert load_profile(write(tmp_path, "name: x\nteacher:\n  shift: 2\n")).teacher.shift == 2
+
+
+@pytest.mark.parametrize(
+    "section, key, value",
+    [
+        ("preprocessing", "mean", ".nan"),
+        ("preprocessing", "scale", ".inf"),
+        ("preprocessing", "std", ".inf"),
+        ("preprocessing", "mean", "-.inf"),
+        ("distillation", "temperature", ".nan"),
+        ("acceptance", "max_tflite_kb", ".inf"),
+    ],
+)
+def test_non_finite_numbers_are_refused(tmp_path: Path, section: str, key: str, value: str) -> None:
+    path = write(tmp_path, f"name: x\n{section}:\n  {key}: {value}\n")
+    with pytest.raises(ConfigError) as err:
+        load_profile(path)
+    message = str(err.value)
+    assert str(path) in message and f"'{section}.{key}'" in message and "finite number" in message
+    assert "\n" not in message
