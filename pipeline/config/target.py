@@ -12,15 +12,16 @@ Every section forbids unknown keys, so a typo is an error naming the file and th
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import shlex
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_core import InitErrorDetails
 
-from pipeline.config.loader import describe_validation_error, read_yaml, resolve_named_yaml
+from pipeline.config.loader import Strict, describe_validation_error, read_yaml, resolve_named_yaml
 from pipeline.errors import ConfigError
 from pipeline.paths import builtin_targets_dir, generated_targets_dir
 
@@ -29,11 +30,12 @@ RUNTIMES: tuple[str, ...] = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 # model.onnx (profile ``export: {onnx: true}``) with it; bundles without one use the TFLite runtimes.
 EXTRA_RUNTIMES: tuple[str, ...] = ("onnxruntime",)
 HOST_PYTHON = "host"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # fullmatch: "$" would let a trailing newline through
+# The deployer creates, replaces and deletes entries under remote_dir, so it must be a directory
+# edgeship owns: never the file system root, a system directory, or somebody's home itself.
+_SYSTEM_DIRS = frozenset(
+    "/" + d for d in "bin boot dev etc home lib lib32 lib64 libx32 media mnt opt proc root run sbin srv sys tmp usr var".split()
+)
 
 
 class ProfilingConfig(Strict):
@@ -112,7 +114,7 @@ class TargetConfig(Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError("use letters, digits, '.', '_' and '-' only (it names a results folder)")
         return value
 
@@ -151,6 +153,11 @@ class TargetConfig(Strict):
             raise ValueError("is empty")
         if "\x00" in value or "\n" in value:
             raise ValueError("contains a NUL or newline character")
+        problem = _unsafe_remote_dir(value)
+        if problem:
+            raise ValueError(
+                f"{problem} (edgeship replaces and deletes files under remote_dir: give it a directory of its own, such as ~/edgeship)"
+            )
         return value
 
     @field_validator("transport")
@@ -173,6 +180,28 @@ class TargetConfig(Strict):
 
     def describe(self) -> str:
         return f"target '{self.name}' ({self.transport.describe()})"
+
+
+def _normalized(absolute: str) -> str:
+    return posixpath.normpath("/" + absolute.lstrip("/"))  # normpath alone keeps a leading "//"
+
+
+def _unsafe_remote_dir(value: str) -> Optional[str]:
+    """Why ``value`` is not a directory edgeship may own (None when it is)."""
+    if ".." in value.split("/"):
+        return "must not contain '..' components"
+    if value == "~" or value.startswith("~/"):
+        return "is the login home itself" if _normalized(value[1:]) == "/" else None
+    if not value.startswith("/"):
+        return "is the login home (or, for a local target, the results directory) itself" if posixpath.normpath(value) == "." else None
+    path = _normalized(value)
+    if path == "/":
+        return "is the file system root"
+    if path in _SYSTEM_DIRS:
+        return f"is the system directory {path}"
+    if posixpath.dirname(path) == "/home":
+        return f"is the home directory {path} itself"
+    return None
 
 
 def resolve_target_path(name_or_path: str | Path) -> Path:

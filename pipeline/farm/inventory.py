@@ -30,8 +30,9 @@ from pipeline.config.target import TargetConfig, load_target
 from pipeline.errors import ConfigError
 from pipeline.paths import builtin_targets_dir
 
-_TAG = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Used with fullmatch: "^...$" would let a trailing newline through.
+_TAG = re.compile(r"[a-z0-9][a-z0-9._-]*")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class DeviceEntry(Strict):
@@ -43,7 +44,7 @@ class DeviceEntry(Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError("use letters, digits, '.', '_' and '-' only")
         return value
 
@@ -51,7 +52,7 @@ class DeviceEntry(Strict):
     @classmethod
     def _tags(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for tag in value:
-            if not _TAG.match(tag):
+            if not _TAG.fullmatch(tag):
                 raise ValueError(f"tag '{tag}' must be lower-case letters, digits, '.', '_' or '-'")
         return value
 

@@ -80,6 +80,23 @@ def test_key_file_tilde_is_expanded(tmp_path: Path):
         ({"profiling": {"runs": 10, "min_secs": 1}}, "profiling.min_secs", "unknown key"),
         ({"python": "host"}, "transport", "only works with transport type 'local'"),
         ({"name": "my pi"}, "name", "letters, digits"),
+        ({"name": "rpi4\n"}, "name", "letters, digits"),
+        ({"profiling": {"min_seconds": float("inf")}}, "profiling.min_seconds", "finite number"),
+        ({"transport": {"type": "ssh", "host": "h", "user": "u", "command_timeout": float("inf")}}, "transport.command_timeout", "finite number"),
+        ({"transport": {"type": "ssh", "host": "h", "user": "u", "connect_timeout": float("nan")}}, "transport.connect_timeout", "finite number"),
+        ({"transport": {"type": "local", "command_timeout": float("inf")}, "python": "host"}, "transport.command_timeout", "finite number"),
+        ({"remote_dir": "/"}, "remote_dir", "file system root"),
+        ({"remote_dir": "//./"}, "remote_dir", "file system root"),
+        ({"remote_dir": "/etc"}, "remote_dir", "system directory /etc"),
+        ({"remote_dir": "/usr/"}, "remote_dir", "system directory /usr"),
+        ({"remote_dir": "/home"}, "remote_dir", "system directory /home"),
+        ({"remote_dir": "/home/pi"}, "remote_dir", "home directory /home/pi itself"),
+        ({"remote_dir": "~"}, "remote_dir", "login home itself"),
+        ({"remote_dir": "~/."}, "remote_dir", "login home itself"),
+        ({"remote_dir": "."}, "remote_dir", "login home"),
+        ({"remote_dir": "edgeship/../.."}, "remote_dir", "'..' components"),
+        ({"remote_dir": "/home/pi/../../etc"}, "remote_dir", "'..' components"),
+        ({"remote_dir": " "}, "remote_dir", "is empty"),
     ],
 )
 def test_schema_errors_name_the_file_and_key(tmp_path: Path, change: dict, key: str, words: str):
@@ -114,3 +131,12 @@ def test_host_python_resolves_to_this_interpreter(tmp_path: Path):
     assert target.python_argv() == [sys.executable]
     target = load_target(_write(tmp_path, dict(BASE, python="/opt/venv/bin/python -X utf8"), "b.yaml"))
     assert target.python_argv() == ["/opt/venv/bin/python", "-X", "utf8"]
+
+
+@pytest.mark.parametrize(
+    "remote_dir",
+    ["/home/pi/edgeship", "~/edgeship", "/opt/edgeship", "/tmp/x", "/data/data/com.termux/files/home/edgeship",
+     "edgeship", "devices/local", "/edgeship", "/var/lib/edgeship", "~/a..b/c"],
+)
+def test_remote_dirs_edgeship_can_own_are_accepted(tmp_path: Path, remote_dir: str):
+    assert load_target(_write(tmp_path, dict(BASE, remote_dir=remote_dir))).remote_dir == remote_dir
