@@ -22,7 +22,8 @@ METRICS: dict[str, str] = {
     "macs": "multiply-accumulates per image",
 }
 OPERATORS: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
-_TERM = re.compile(r"^\s*([a-z_]+)\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+# Used with fullmatch on a stripped term ("$" alone would also match before a trailing newline).
+_TERM = re.compile(r"([a-z_]+)\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)")
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def parse_constraints(text: str) -> list[Constraint]:
         raise ConfigError(f"The constraint expression {text!r} is empty. Write e.g. \"latency_ms<=5,accuracy>=0.9\".")
     constraints = []
     for term in terms:
-        match = _TERM.match(term)
+        match = _TERM.fullmatch(term)
         if not match:
             raise ConfigError(
                 f"Cannot parse the constraint {term!r} in {text!r}: write metric<=number or metric>=number "

@@ -52,3 +52,13 @@ def test_nothing_fits_names_the_closest_constraint() -> None:
     assert chosen.closest == Constraint("accuracy", ">=", 0.95)
     assert chosen.closest_gap == pytest.approx((0.95 - 0.88) / 0.95)
     assert "No variant meets" in chosen.message and "fast" in chosen.message and "accuracy>=0.95" in chosen.message
+
+
+def test_whitespace_around_terms_is_ignored_but_not_inside_a_number() -> None:
+    # A trailing newline (a shell heredoc, a pasted line) is surrounding whitespace, like spaces.
+    assert parse_constraints("latency_ms<=5\n") == [Constraint("latency_ms", "<=", 5.0)]
+    assert parse_constraints("\tlatency_ms <=\n5 ,accuracy>=0.9\n") == [
+        Constraint("latency_ms", "<=", 5.0), Constraint("accuracy", ">=", 0.9)]
+    for text in ("latency_ms<=5\nx", "latency_ms<=5 5", "latency_ms<=5\n\naccuracy>=0.9"):
+        with pytest.raises(ConfigError, match="Cannot parse the constraint"):
+            parse_constraints(text)
