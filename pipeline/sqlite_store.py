@@ -1,22 +1,46 @@
 """The SQLite plumbing every edgeship store shares: WAL, busy timeout, one lock, explicit transactions.
 
-A subclass names its file and error type and creates its tables in ``_migrate``; everything a
-write touches goes through ``_write``, so it commits whole or not at all.
+A subclass names its file and error type and lists its schema as ``migrations``: numbered SQL
+scripts applied in order, in one transaction, with the applied version kept in a ``schema_version``
+table (the layout the farm's results store, which still runs its own equivalent loop, uses too).
+Everything a write touches goes through ``_write``, so it commits whole or not at all.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Sequence, Type, Union
+from typing import Any, ClassVar, Iterator, Sequence, Tuple, Type, Union
 
 from pipeline.errors import EdgeshipError
 from pipeline.paths import results_dir
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_BUSY_TIMEOUT_S = 30.0
+# (version, SQL script): append new steps, never edit a released one.
+Migration = Tuple[int, str]
+
+
+def sql_statements(script: str) -> Iterator[str]:
+    """The statements of ``script`` one by one.
+
+    ``executescript`` would COMMIT the caller's transaction first, and a bare split on ";" breaks
+    string literals and trigger bodies; ``sqlite3.complete_statement`` knows where each one ends.
+    """
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\r\n;"):
+                yield pending.strip()
+            pending = ""
+    if pending.strip(" \t\r\n;"):
+        yield pending  # unterminated (an open string or trigger): let SQLite name the error
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
@@ -30,6 +54,7 @@ class SQLiteStore:
     file_name: ClassVar[str]
     what: ClassVar[str]  # "Results store", used in every error message
     error: ClassVar[Type[EdgeshipError]] = EdgeshipError
+    migrations: ClassVar[Sequence[Migration]] = ()
 
     def __init__(self, path: Union[str, Path, None] = None, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S):
         self.path = Path(path) if path is not None else results_dir() / self.file_name
@@ -47,8 +72,12 @@ class SQLiteStore:
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise self.error(f"{self.what} {self.path} cannot be opened: {exc}.") from exc
+        except BaseException as exc:
+            if hasattr(self, "_conn"):
+                self._conn.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise self.error(f"{self.what} {self.path} cannot be opened: {exc}.") from exc
+            raise
 
     def _switch_to_wal(self) -> str:
         """Set WAL mode, retrying while another process holds the lock.
@@ -70,7 +99,35 @@ class SQLiteStore:
                 delay = min(delay * 2, 0.5)
 
     def _migrate(self) -> None:
-        """Create or upgrade the tables (inside ``self._write()``)."""
+        """Bring the file to the newest of ``migrations`` in one transaction, so a failed step
+        leaves the file exactly as it was; refuse a file written by a newer edgeship."""
+        latest = max((version for version, _ in self.migrations), default=0)
+        with self._write() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            current = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
+            if current > latest:
+                raise self.error(
+                    f"{self.what} {self.path} has schema version {current}, newer than this edgeship understands "
+                    f"({latest}); upgrade edgeship, or move the file aside to start a new one."
+                )
+            for version, script in self.migrations:
+                if version <= current:
+                    continue
+                try:
+                    for statement in sql_statements(script):
+                        conn.execute(statement)
+                except sqlite3.DatabaseError as exc:
+                    raise self.error(
+                        f"{self.what} {self.path}: upgrading the schema from version {current} to {version} failed "
+                        f"({exc}); the file is unchanged."
+                    ) from exc
+                conn.execute("DELETE FROM schema_version")
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                logger.info("%s %s: schema version %d -> %d", self.what, self.path, current, version)
+                current = version
+
+    def schema_version(self) -> int:
+        return int(self._read("SELECT max(version) FROM schema_version")[0][0] or 0)
 
     def close(self) -> None:
         with self._lock:

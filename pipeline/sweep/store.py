@@ -3,6 +3,9 @@
 Lives next to the farm's database (``results/sweeps.sqlite``) but in its own file: a sweep is an
 exploration, not a nightly baseline, and must never feed the regression check by accident.
 Every variant is written in its own transaction, so a sweep killed half-way keeps what it measured.
+
+Schema version 1 is the layout stores had before they were versioned, so its script creates only
+what is missing: an unversioned store is adopted in place, rows and all.
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ import json
 from typing import Any, Optional
 
 from pipeline.errors import EdgeshipError
-from pipeline.sqlite_store import SQLiteStore
+from pipeline.sqlite_store import Migration, SQLiteStore
 
-SCHEMA = """
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS sweeps (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     created TEXT NOT NULL,
@@ -44,6 +47,8 @@ CREATE TABLE IF NOT EXISTS sweep_variants (
 CREATE INDEX IF NOT EXISTS sweep_variants_bundle ON sweep_variants(bundle_id);
 """
 
+MIGRATIONS: list[Migration] = [(1, _SCHEMA_V1)]  # append new steps; never edit a released one
+
 ROW_KEYS = (
     "name", "bundle_id", "accuracy", "latency_ms", "size_kb", "parameters", "macs", "device_top1", "agreement",
     "record_path", "build_seconds", "built_from_cache", "error",
@@ -58,14 +63,10 @@ class SweepStore(SQLiteStore):
     file_name = "sweeps.sqlite"
     what = "Sweep store"
     error = SweepStoreError
+    migrations = MIGRATIONS
 
     def __enter__(self) -> "SweepStore":
         return self
-
-    def _migrate(self) -> None:
-        with self._write() as conn:
-            for statement in filter(str.strip, SCHEMA.split(";")):
-                conn.execute(statement)
 
     def start(self, created: str, base_profile: str, target: str, grid: dict[str, Any]) -> int:
         with self._write() as conn:
