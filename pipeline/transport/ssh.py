@@ -68,6 +68,8 @@ _KILL_SCRIPT = (
 )
 #: how long killing a timed-out command may take (the kill script itself waits 1 s)
 _KILL_BUDGET = 5.0
+#: how long removing a failed upload's .partial may take
+_CLEANUP_BUDGET = 5.0
 
 __all__ = ["HostKeyError", "SSHTransport"]
 
@@ -286,20 +288,50 @@ class SSHTransport(Transport):
         doing = f"uploading {local_path} to {remote_path}"
         try:
             sftp = self._sftp()
-            sftp.put(str(local_path), partial, callback=progress, confirm=True)
+            size = os.stat(local_path).st_size
             try:
-                sftp.posix_rename(partial, remote_path)
-            except OSError:
-                # servers without the posix-rename extension: plain rename fails if the target exists
-                with contextlib.suppress(OSError):
-                    sftp.remove(remote_path)
-                sftp.rename(partial, remote_path)
+                sent = sftp.put(str(local_path), partial, callback=progress, confirm=True).st_size
+                if sent != size:  # paramiko confirms only the bytes it read, not the file's size
+                    raise OSError(f"{local_path} changed while it was being uploaded ({size} bytes, {sent} sent)")
+                try:
+                    sftp.posix_rename(partial, remote_path)
+                except OSError:
+                    # servers without the posix-rename extension: plain rename fails if the target exists
+                    with contextlib.suppress(OSError):
+                        sftp.remove(remote_path)
+                    sftp.rename(partial, remote_path)
+            except BaseException as exc:
+                self._remove_partial(partial, stalled=isinstance(exc, socket.timeout))
+                raise
         except socket.timeout:
             raise self._stalled(doing) from None
         except (paramiko.SSHException, EOFError, socket.error) as exc:
             if isinstance(exc, OSError) and not isinstance(exc, ConnectionError) and self._alive():
                 raise DeployError(f"Uploading {local_path} to {self.where}:{remote_path} failed: {exc}.") from None
             raise self._lost(doing, exc) from None
+
+    def _remove_partial(self, partial: str, stalled: bool) -> None:
+        """Best effort, within _CLEANUP_BUDGET: a failed upload must not leave its .partial on the device."""
+        import paramiko
+
+        if stalled:
+            self._drop_sftp()
+        if not self._alive():
+            log.info("left %s on %s: the connection is gone", partial, self.where)
+            return
+        try:
+            sftp = self._sftp(budget=_CLEANUP_BUDGET)
+            sftp.get_channel().settimeout(_CLEANUP_BUDGET)
+            try:
+                sftp.remove(partial)
+            finally:
+                sftp.get_channel().settimeout(self.command_timeout)
+        except FileNotFoundError:
+            pass
+        except (CommandTimeout, paramiko.SSHException, EOFError, OSError) as exc:
+            if isinstance(exc, socket.timeout):
+                self._drop_sftp()
+            log.warning("could not remove %s on %s after the failed upload: %s", partial, self.where, exc)
 
     def get(self, remote_path: str, local_path: Path) -> None:
         import paramiko

@@ -75,6 +75,35 @@ def test_ssh_put_get_roundtrip_is_atomic_with_progress(ssh_target, tmp_path):
     assert not list((tmp_path / "back").glob(".*tmp"))
 
 
+def test_ssh_upload_failing_midway_leaves_no_partial(ssh_target, tmp_path):
+    """Ctrl-C mid-upload, and a local file that shrinks mid-upload (paramiko would install the short
+    copy): the old file stays and no .partial is left on the device."""
+    dest_dir = tmp_path / "remote"
+    dest_dir.mkdir()
+    dest = dest_dir / "payload.bin"
+    dest.write_bytes(b"old")
+    src = tmp_path / "payload.bin"
+
+    def interrupt(sent: int, total: int) -> None:
+        if sent >= 65536:
+            raise KeyboardInterrupt
+
+    def shrink(sent: int, total: int) -> None:
+        if sent >= 65536 and src.stat().st_size == total:
+            os.truncate(src, sent)
+
+    with open_transport(ssh_target()) as tr:
+        for progress, error in ((interrupt, KeyboardInterrupt), (shrink, DeployError)):
+            src.write_bytes(os.urandom(1_000_000))
+            with pytest.raises(error) as err:
+                tr.put(src, str(dest), progress=progress)
+            assert dest.read_bytes() == b"old"
+            assert not (dest_dir / "payload.bin.partial").exists()
+        assert "changed while it was being uploaded" in str(err.value)
+        tr.put(src, str(dest))  # the session is still usable
+    assert dest.read_bytes() == src.read_bytes()
+
+
 def test_ssh_remote_dir_relative_and_tilde_resolve_to_home(ssh_target):
     home = os.path.expanduser("~")
     with open_transport(ssh_target(remote_dir="edgeship-test-rel")) as tr:
