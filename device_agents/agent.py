@@ -39,8 +39,10 @@ Choices worth knowing when reading a profile record:
 
 import argparse
 import datetime
+import errno
 import gc
 import glob
+import gzip
 import hashlib
 import json
 import math
@@ -57,15 +59,34 @@ import tempfile
 import time
 import zlib
 
-SCHEMA_VERSION = 1
+# The bundle contract (docs/ARCHITECTURE.md); the profile record has its own version.
+SCHEMA_VERSION = 2
+RECORD_SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+# Left out of the hashed manifest: the id itself, and the build time (same model and data, same id).
+UNHASHED_KEYS = ("bundle_id", "created")
 RUNTIME_ORDER = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 # Never chosen by "auto": only when asked for, and only for a bundle that ships an ONNX model.
 EXTRA_RUNTIMES = ("onnxruntime",)
-BUNDLE_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+# \A...\Z, not ^...$: "$" also matches before a trailing newline. Callers use fullmatch.
+BUNDLE_ID_RE = re.compile(r"\A[0-9a-f]{16}\Z")
 XNNPACK_LOG_RE = re.compile(r"XNNPACK delegate", re.IGNORECASE)
 BENCHMARK_TIMEOUT_S = 900
 MAX_RUNTIME_LOG_CHARS = 2000
+
+# Default install limits (device_agents/README.md, "Archive limits"), each overridable by a flag.
+# A bundle is a model of up to a few hundred MB plus small eval arrays; a gzip bomb reaches ratios
+# near 1000, real bundles stay far below 100. The ratio is only enforced above RATIO_FLOOR_BYTES so
+# a small, very compressible bundle is never refused for it.
+DEFAULT_MAX_MEMBERS = 1000
+DEFAULT_MAX_FILE_MB = 512
+DEFAULT_MAX_TOTAL_MB = 1024
+DEFAULT_MAX_RATIO = 100.0
+RATIO_FLOOR_BYTES = 1 << 20
+MAX_MANIFEST_BYTES = 4 << 20
+MAX_READ_BYTES = 4 << 20  # one read of the decompressed stream: a header's data or a copy chunk
+HEADER_ALLOWANCE_BYTES = 8 << 10  # per member: its header blocks, padding and a long name
+STALE_BROKEN_RE = re.compile(r"\A[0-9a-f]{16}\.broken-([0-9]+)\Z")
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -118,10 +139,15 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
-def compute_bundle_id(files):
-    """First 16 hex of sha256 over sorted "path sha256\\n" lines (same rule as the host)."""
-    lines = "".join("%s %s\n" % (path, files[path]) for path in sorted(files))
-    return hashlib.sha256(lines.encode("utf-8")).hexdigest()[:16]
+def compute_bundle_id(manifest):
+    """First 16 hex of sha256 over the canonical manifest (same rule as the host).
+
+    Canonical: the manifest without ``bundle_id`` and ``created``, as JSON with sorted keys, no
+    whitespace and ASCII escapes. ``files`` is part of it, so the id covers every file too.
+    """
+    body = dict((key, value) for key, value in manifest.items() if key not in UNHASHED_KEYS)
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
 
 
 def scan_bundle(root):
@@ -151,35 +177,65 @@ def scan_bundle(root):
     return files, problems
 
 
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("%s is not a finite number" % text)
+    return value
+
+
+def _refuse_constant(name):
+    raise ValueError("%s is not JSON" % name)
+
+
 def read_manifest(bundle_dir):
-    """Load ``manifest.json``; a missing or unreadable manifest is a verification failure."""
+    """Load ``manifest.json`` as strict JSON (no NaN or infinities, as the host writes it).
+
+    A missing or unreadable manifest is a verification failure.
+    """
     if not os.path.isdir(bundle_dir):
         raise VerificationError("Bundle %s is not a directory." % bundle_dir)
     path = os.path.join(bundle_dir, MANIFEST)
     try:
         with open(path, "r", encoding="utf-8") as handle:
-            manifest = json.load(handle)
+            manifest = json.load(handle, parse_constant=_refuse_constant, parse_float=_finite_float)
     except FileNotFoundError:
         raise VerificationError("Bundle %s has no %s." % (bundle_dir, MANIFEST))
     except (OSError, ValueError) as exc:
-        raise VerificationError("Bundle manifest %s is unreadable or not JSON: %s." % (path, exc))
+        raise VerificationError("Bundle manifest %s is unreadable or not strict JSON: %s." % (path, exc))
     if not isinstance(manifest, dict):
         raise VerificationError("Bundle manifest %s is not a JSON object." % path)
     return manifest
 
 
-def verify_bundle(bundle_dir):
-    """Return the manifest if every file matches its hash, none is missing or extra, and the id fits.
+def schema_problem(version):
+    """Why this agent cannot read a bundle of ``version``, or None if it can (same rule as the host)."""
+    if type(version) is int and version == SCHEMA_VERSION:
+        return None
+    if type(version) is int and version < SCHEMA_VERSION:
+        return (
+            "its schema_version is %d but this agent reads %d: it was built by an older edgeship, whose "
+            "bundle id did not cover the manifest. Rebuild it with `edgeship build` and deploy it again"
+            % (version, SCHEMA_VERSION)
+        )
+    return "its schema_version is %r but this agent reads %d; deploy it with a matching edgeship" % (
+        version,
+        SCHEMA_VERSION,
+    )
+
+
+def verify_bundle(bundle_dir, name=None):
+    """Return the manifest if every file matches its hash, none is missing or extra, the id fits
+    the manifest, and the id equals ``name`` (the directory's own name unless given: ``install``
+    verifies its ``<id>.partial`` extraction against the archive's folder name).
 
     All problems are collected before failing so the message names every offending file at once.
     """
     manifest = read_manifest(bundle_dir)
+    schema = schema_problem(manifest.get("schema_version"))
+    if schema:
+        raise VerificationError("Bundle %s cannot be used: %s." % (bundle_dir, schema))
     problems = []
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        problems.append(
-            "manifest schema_version is %r but this agent understands %d"
-            % (manifest.get("schema_version"), SCHEMA_VERSION)
-        )
     expected = manifest.get("files")
     if not isinstance(expected, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in expected.items()
@@ -197,8 +253,13 @@ def verify_bundle(bundle_dir):
             )
     for path in sorted(set(actual) - set(expected)):
         problems.append("%s is not listed in the manifest" % path)
-    if compute_bundle_id(expected) != manifest.get("bundle_id"):
-        problems.append("bundle_id %s does not match the listed files" % manifest.get("bundle_id"))
+    bundle_id = manifest.get("bundle_id")
+    if compute_bundle_id(manifest) != bundle_id:
+        problems.append("bundle_id %s does not match the manifest and its files" % bundle_id)
+    if name is None:
+        name = os.path.basename(os.path.normpath(bundle_dir))
+    if bundle_id != name:
+        problems.append("the directory is named %s but holds bundle %s (a bundle directory is named by its id)" % (name, bundle_id))
     if problems:
         raise VerificationError(
             "Bundle %s failed verification and must not be trusted: %s." % (bundle_dir, "; ".join(problems))
@@ -220,22 +281,32 @@ def _archive_error(tarball, exc):
     return VerificationError("Archive %s is corrupt or truncated: %s" % (tarball, exc), kind="bad_archive")
 
 
-_ARCHIVE_READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
+# ValueError: tarfile parses some pax/GNU header fields with int() and lets that escape.
+_ARCHIVE_READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError, ValueError)
+_DISK_FULL_ERRNOS = tuple(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None)
+MAX_NAME_BYTES = 255
 
 
 def member_parts(name):
     """Split an archive member name into safe path components, or raise for unsafe names."""
     if name.startswith("/") or "\\" in name or re.match(r"^[A-Za-z]:", name):
         raise VerificationError("Archive member %r has an absolute or non-POSIX path." % name, kind="unsafe_archive")
+    if "\x00" in name:
+        raise VerificationError("Archive member %r has a NUL byte in its name." % name, kind="unsafe_archive")
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise VerificationError("Archive member %r escapes the bundle with '..'." % name, kind="unsafe_archive")
     if not parts:
         raise VerificationError("Archive member %r has an empty path." % name, kind="unsafe_archive")
+    if any(len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES for part in parts):
+        raise VerificationError("Archive member %r has a name longer than %d bytes." % (name, MAX_NAME_BYTES), kind="unsafe_archive")
     return parts
 
 
 def _member_type_problem(member):
+    # Sparse first: tarfile reports GNU and pax sparse members as regular files too.
+    if member.issparse() or member.type == tarfile.GNUTYPE_SPARSE:
+        return "is a sparse file"
     if member.issym():
         return "is a symbolic link to %r" % member.linkname
     if member.islnk():
@@ -279,7 +350,7 @@ def plan_extraction(members):
             kind="unsafe_archive",
         )
     bundle_id = tops.pop()
-    if not BUNDLE_ID_RE.match(bundle_id):
+    if not BUNDLE_ID_RE.fullmatch(bundle_id):
         raise VerificationError("The archive's top folder %r is not a bundle id." % bundle_id, kind="unsafe_archive")
     files = set("/".join(parts) for member, parts in plan if member.isfile())
     for member, parts in plan:
@@ -287,6 +358,216 @@ def plan_extraction(members):
             if "/".join(parts[:depth]) in files:
                 raise VerificationError("Archive member %r lies below a file." % member.name, kind="unsafe_archive")
     return bundle_id, plan
+
+
+class ArchiveLimits(object):
+    """What ``install`` accepts from one archive (README "Archive limits"); sizes in bytes."""
+
+    def __init__(self, members=DEFAULT_MAX_MEMBERS, file_bytes=DEFAULT_MAX_FILE_MB << 20,
+                 total_bytes=DEFAULT_MAX_TOTAL_MB << 20, ratio=DEFAULT_MAX_RATIO):
+        self.members = members
+        self.file_bytes = file_bytes
+        self.total_bytes = total_bytes
+        self.ratio = ratio
+
+
+def _mb(size):
+    if size < 1048576:
+        return "%.1f KB" % (size / 1024.0)
+    return "%.1f MB" % (size / 1048576.0)
+
+
+def _limit_error(message, flag):
+    return VerificationError(
+        "%s If the bundle is genuine, raise the limit with install %s." % (message, flag), kind="archive_limits"
+    )
+
+
+class BoundedStream(object):
+    """The decompressed tar stream, refusing to go past ``limit`` bytes or to read more than
+    ``MAX_READ_BYTES`` at once.
+
+    tarfile reads a pax or GNU long-name header's whole data in one ``read`` before it returns
+    the member, so a header claiming gigabytes would be decompressed into memory before
+    ``read_members`` could look at it.
+    """
+
+    def __init__(self, stream, limit):
+        self._stream = stream
+        self._limit = limit
+
+    def _refuse(self, what):
+        return VerificationError(
+            "The archive %s, beyond what the install limits allow (%s unpacked); no genuine bundle does. "
+            "If it is one, raise --max-total-mb or --max-ratio." % (what, _mb(self._limit)),
+            kind="archive_limits",
+        )
+
+    def read(self, size=-1):
+        if size is None or size < 0 or size > MAX_READ_BYTES:
+            raise self._refuse("asks to read %s at once" % ("everything" if size is None or size < 0 else _mb(size)))
+        data = self._stream.read(size)
+        if self._stream.tell() > self._limit:
+            raise self._refuse("unpacks to more bytes than that")
+        return data
+
+    def seek(self, offset, whence=0):
+        target = offset if whence == 0 else (self._stream.tell() + offset if whence == 1 else None)
+        if target is None or target > self._limit:
+            raise self._refuse("seeks past the end of what it may unpack")
+        return self._stream.seek(target)
+
+    def tell(self):
+        return self._stream.tell()
+
+
+def stream_limit(limits, archive_bytes):
+    """Most decompressed bytes an archive within ``limits`` can need: its files plus headers."""
+    content = min(limits.total_bytes, max(limits.ratio * archive_bytes, RATIO_FLOOR_BYTES))
+    return int(content) + limits.members * HEADER_ALLOWANCE_BYTES + RATIO_FLOOR_BYTES
+
+
+def read_members(tar, tarball, archive_bytes, limits):
+    """All member headers, each checked against ``limits`` before the next one is read.
+
+    tarfile decompresses a member's data to reach the next header, so refusing the first member
+    over a limit (or of a type we never extract) keeps a bomb from costing more than the limits.
+    Returns ``(members, total declared bytes of the regular files)``.
+    """
+    members = []
+    total = 0
+    while True:
+        try:
+            member = tar.next()
+        except _ARCHIVE_READ_ERRORS as exc:
+            raise _archive_error(tarball, exc)
+        if member is None:
+            return members, total
+        members.append(member)
+        if len(members) > limits.members:
+            raise _limit_error("The archive has more than %d members." % limits.members, "--max-members")
+        problem = _member_type_problem(member)
+        if problem:
+            raise VerificationError("Archive member %r %s; refusing it." % (member.name, problem), kind="unsafe_archive")
+        if not member.isfile():
+            continue
+        if member.size > limits.file_bytes:
+            raise _limit_error(
+                "Archive member %r is %s, over the per-file limit of %s." % (member.name, _mb(member.size), _mb(limits.file_bytes)),
+                "--max-file-mb",
+            )
+        total += member.size
+        if total > limits.total_bytes:
+            raise _limit_error(
+                "The archive's files add up to more than the limit of %s." % _mb(limits.total_bytes), "--max-total-mb"
+            )
+        if total > RATIO_FLOOR_BYTES and total > limits.ratio * archive_bytes:
+            raise _limit_error(
+                "The archive's files add up to more than %g times the archive's %s (a decompression bomb?)."
+                % (limits.ratio, _mb(archive_bytes)),
+                "--max-ratio",
+            )
+
+
+def read_archive_manifest(tar, tarball, plan, bundle_id):
+    """The archive's manifest, read into memory (size-capped) before anything is written."""
+    member = None
+    for candidate, parts in plan:
+        if parts == [bundle_id, MANIFEST] and candidate.isfile():
+            member = candidate
+    if member is None:
+        raise VerificationError("Archive %s has no %s/%s." % (tarball, bundle_id, MANIFEST))
+    if member.size > MAX_MANIFEST_BYTES:
+        raise VerificationError(
+            "The archive's %s is %s; a manifest is never larger than %s." % (MANIFEST, _mb(member.size), _mb(MAX_MANIFEST_BYTES)),
+            kind="archive_limits",
+        )
+    try:
+        data = tar.extractfile(member).read()
+    except _ARCHIVE_READ_ERRORS as exc:
+        raise _archive_error(tarball, exc)
+    try:
+        manifest = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise VerificationError("The archive's %s is not UTF-8 JSON: %s." % (MANIFEST, exc), kind="bad_manifest")
+    if not isinstance(manifest, dict):
+        raise VerificationError("The archive's %s is not a JSON object." % MANIFEST, kind="bad_manifest")
+    return manifest
+
+
+def check_declared_sizes(manifest, plan):
+    """``model.bytes`` and each ``extra_models[i].bytes`` must be the archive's size of that file."""
+    sizes = dict(("/".join(parts[1:]), member.size) for member, parts in plan if member.isfile())
+    entries = [("model", manifest.get("model"))]
+    extra = manifest.get("extra_models")
+    if isinstance(extra, list):
+        entries.extend(("extra_models[%d]" % i, entry) for i, entry in enumerate(extra))
+    for key, entry in entries:
+        if not isinstance(entry, dict) or "bytes" not in entry:
+            continue
+        declared, rel = entry.get("bytes"), entry.get("file")
+        if isinstance(declared, bool) or not isinstance(declared, int) or declared < 0 or not isinstance(rel, str):
+            raise VerificationError(
+                "Manifest %s needs 'file' (a path) and 'bytes' (an integer >= 0), got %r and %r." % (key, rel, declared),
+                kind="bad_manifest",
+            )
+        if sizes.get(rel) != declared:
+            raise VerificationError(
+                "The manifest declares %s %r as %d bytes, but the archive holds %s."
+                % (key, rel, declared, "no such file" if rel not in sizes else "%d bytes" % sizes[rel]),
+                kind="size_mismatch",
+            )
+
+
+def _free_bytes(path):
+    """Bytes an unprivileged process may still write below ``path``, or None where unknown."""
+    try:
+        info = os.statvfs(path)
+    except (OSError, AttributeError):
+        return None
+    return info.f_bavail * info.f_frsize
+
+
+def disk_full_error(releases_dir, needed):
+    free = _free_bytes(releases_dir)
+    return AgentError(
+        "Not enough disk space in %s to install this bundle: it needs %s, %s free. Remove old releases or "
+        "other files there and deploy again." % (releases_dir, _mb(needed), _mb(free) if free is not None else "unknown"),
+        kind="disk_full",
+    )
+
+
+def _pid_alive(pid):
+    if pid == os.getpid():
+        return False  # a reused pid: this install has not created its own yet
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OverflowError, ValueError):
+        return False
+    except OSError:
+        return True  # EPERM: alive, another user's
+    return True
+
+
+def remove_stale_broken(releases_dir):
+    """Remove ``<id>.broken-<pid>`` folders left by an install killed while replacing a release.
+
+    Only that exact name, only when its pid no longer runs; a symlink is unlinked, never followed.
+    """
+    for name in os.listdir(releases_dir):
+        match = STALE_BROKEN_RE.match(name)
+        if not match or _pid_alive(int(match.group(1))):
+            continue
+        path = os.path.join(releases_dir, name)
+        try:
+            if os.path.islink(path) or not os.path.isdir(path):
+                os.unlink(path)
+            else:
+                shutil.rmtree(path)
+        except OSError:
+            pass  # still stale next time; never a reason to fail an install
 
 
 def _fsync_dir(path):
@@ -303,38 +584,59 @@ def _fsync_dir(path):
         os.close(fd)
 
 
+def _copy_member(tar, tarball, member, out):
+    """Copy one member's bytes, never more or fewer than its header says (a lying header aborts)."""
+    try:
+        source = tar.extractfile(member)
+    except _ARCHIVE_READ_ERRORS as exc:
+        raise _archive_error(tarball, exc)
+    written = 0
+    while True:
+        try:
+            chunk = source.read(min(1 << 20, member.size - written + 1))
+        except _ARCHIVE_READ_ERRORS as exc:
+            raise _archive_error(tarball, exc)
+        if not chunk:
+            break
+        written += len(chunk)
+        if written > member.size:
+            break
+        out.write(chunk)
+    if written != member.size:
+        raise VerificationError(
+            "Archive member %r holds %s bytes but its header says %d." % (member.name, "more" if written > member.size else written, member.size),
+            kind="bad_archive",
+        )
+
+
 def extract_plan(tar, tarball, plan, dest):
     """Write the planned members below ``dest`` ourselves, never through ``extractall``.
 
     Writing the bytes ourselves ignores the archive's owners, modes and times, and ``"xb"`` never
     follows anything that already exists. Read errors (corrupt archive) and write errors (full
-    disk) are told apart because they need different exit codes.
+    disk, exit 5 with kind ``disk_full``) are told apart because they need different answers.
     """
-    os.mkdir(dest)
-    for member, parts in plan:
-        target = os.path.join(dest, *parts[1:]) if len(parts) > 1 else dest
-        if member.isdir():
-            if not os.path.isdir(target):
-                os.makedirs(target)
-            continue
-        parent = os.path.dirname(target)
-        if not os.path.isdir(parent):
-            os.makedirs(parent)
-        try:
-            source = tar.extractfile(member)
-        except _ARCHIVE_READ_ERRORS as exc:
-            raise _archive_error(tarball, exc)
-        with open(target, "xb") as out:
-            while True:
-                try:
-                    chunk = source.read(1 << 20)
-                except _ARCHIVE_READ_ERRORS as exc:
-                    raise _archive_error(tarball, exc)
-                if not chunk:
-                    break
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+    needed = sum(member.size for member, _parts in plan if member.isfile())
+    try:
+        os.mkdir(dest)
+        for member, parts in plan:
+            target = os.path.join(dest, *parts[1:]) if len(parts) > 1 else dest
+            if member.isdir():
+                if not os.path.isdir(target):
+                    os.makedirs(target)
+                continue
+            parent = os.path.dirname(target)
+            if not os.path.isdir(parent):
+                os.makedirs(parent)
+            with open(target, "xb") as out:
+                _copy_member(tar, tarball, member, out)
+                out.flush()
+                os.fsync(out.fileno())
+    except OSError as exc:
+        if exc.errno in _DISK_FULL_ERRNOS:
+            shutil.rmtree(dest, ignore_errors=True)  # first, so the free space reported is real
+            raise disk_full_error(os.path.dirname(dest) or ".", needed)
+        raise AgentError("Cannot write the bundle to %s: %s" % (dest, exc), kind="install")
     for dirpath, _dirnames, _filenames in os.walk(dest):
         _fsync_dir(dirpath)
 
@@ -357,29 +659,39 @@ def _remove_tree(path):
         shutil.rmtree(path)
 
 
-def install_bundle(tarball, releases_dir):
+def install_bundle(tarball, releases_dir, limits=None):
     """Extract to ``<id>.partial``, verify, rename to ``<id>``; on any failure remove the partial.
 
+    Everything that can be checked from the headers and the manifest (limits, member types,
+    declared sizes, preprocessing, free space) is checked before the first byte is written.
     An existing release that verifies is reported as is (a redeploy is a no-op). An existing
     release that does not verify is replaced, but only after the new copy has verified.
     """
+    limits = limits or ArchiveLimits()
     try:
         raw = open(tarball, "rb")
     except OSError as exc:
         raise AgentError("Cannot read archive %s: %s" % (tarball, exc.strerror or exc), kind="io")
+    archive_bytes = os.fstat(raw.fileno()).st_size
+    # gzip only: the host always ships .tar.gz, and every other decompressor is attack surface.
+    unpacked = gzip.GzipFile(fileobj=raw, mode="rb")
     try:
-        tar = tarfile.open(fileobj=raw, mode="r:*")
-    except _ARCHIVE_READ_ERRORS as exc:
+        tar = tarfile.open(fileobj=BoundedStream(unpacked, stream_limit(limits, archive_bytes)), mode="r:")
+    except BaseException as exc:
+        unpacked.close()
         raw.close()
-        raise _archive_error(tarball, exc)
-    with raw, tar:
-        try:
-            members = tar.getmembers()
-        except _ARCHIVE_READ_ERRORS as exc:
+        if isinstance(exc, _ARCHIVE_READ_ERRORS):
             raise _archive_error(tarball, exc)
+        raise
+    with raw, unpacked, tar:
+        members, needed = read_members(tar, tarball, archive_bytes, limits)
         bundle_id, plan = plan_extraction(members)
+        archived = read_archive_manifest(tar, tarball, plan, bundle_id)
+        check_declared_sizes(archived, plan)
+        check_preprocessing(archived.get("preprocessing"))
         if not os.path.isdir(releases_dir):
             os.makedirs(releases_dir)
+        remove_stale_broken(releases_dir)
         final = os.path.join(releases_dir, bundle_id)
         replace_broken = False
         if os.path.lexists(final):
@@ -388,9 +700,12 @@ def install_bundle(tarball, releases_dir):
             replace_broken = True
         partial = final + ".partial"
         _remove_tree(partial)
+        free = _free_bytes(releases_dir)
+        if free is not None and free < needed:
+            raise disk_full_error(releases_dir, needed)
         try:
             extract_plan(tar, tarball, plan, partial)
-            manifest = verify_bundle(partial)
+            manifest = verify_bundle(partial, bundle_id)
             if manifest.get("bundle_id") != bundle_id:
                 raise VerificationError(
                     "The archive's folder is %s but its manifest says bundle_id %s."
@@ -944,10 +1259,57 @@ def create_onnx_interpreter(ort, model_path, threads):
     return interpreter, init_ms, threads, "CPUExecutionProvider"
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _finite_number(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def check_preprocessing(preprocessing):
+    """Refuse a ``preprocessing`` block that would feed NaN or inf to the model (``bad_manifest``).
+
+    A NaN input gives no error from the runtime, just meaningless accuracy, so this runs before
+    install and before inference. ``mean`` and ``std`` are one number or one per channel.
+    """
+    if preprocessing is None:
+        return
+    if not isinstance(preprocessing, dict):
+        raise VerificationError("Manifest 'preprocessing' is not an object.", kind="bad_manifest")
+    channels = preprocessing.get("channels")
+    values = {}
+    problems = []
+    for key, default in (("scale", 1.0), ("mean", 0.0), ("std", 1.0)):
+        value = preprocessing.get(key, default)
+        items = value if key != "scale" and isinstance(value, list) else [value]
+        if not items or not all(_finite_number(item) for item in items):
+            problems.append("%s is %r, not a finite number%s" % (key, value, "" if key == "scale" else " (or one per channel)"))
+        elif len(items) > 1 and isinstance(channels, int) and len(items) != channels:
+            problems.append("%s has %d values for %d channels" % (key, len(items), channels))
+        elif key == "std" and any(item == 0 for item in items):
+            problems.append("std is %r, and dividing by 0 gives inf" % (value,))
+        else:
+            values[key] = [float(item) for item in items]
+    if not problems:
+        # The largest |input| the formula can produce must still be a finite float32.
+        scale = values["scale"][0]
+        extreme = max(abs((x * scale - m) / d) for x in (0.0, 255.0) for m in values["mean"] for d in values["std"])
+        if not extreme <= FLOAT32_MAX:
+            problems.append("(x * scale - mean) / std overflows float32 for uint8 x")
+    if problems:
+        raise VerificationError("Manifest preprocessing cannot be applied: %s." % "; ".join(problems), kind="bad_manifest")
+
+
 def preprocess(np, images, preprocessing, input_detail):
     """uint8 NHWC images -> model input with the manifest's formula, float32 = (x*scale - mean)/std
     (computed in float64, rounded once), then quantized with the input tensor's scale and zero
     point (round, clip to the dtype) if the model takes integers."""
+    check_preprocessing(preprocessing)
     scale = float(preprocessing.get("scale", 1.0))
     mean = np.asarray(preprocessing.get("mean", 0.0), dtype=np.float64)
     std = np.asarray(preprocessing.get("std", 1.0), dtype=np.float64)
@@ -963,6 +1325,15 @@ def preprocess(np, images, preprocessing, input_detail):
         q = np.round(x.astype(np.float64) / float(q_scale) + float(zero_point))
         return np.clip(q, info.min, info.max).astype(dtype)
     raise AgentError("Unsupported model input dtype %s." % dtype.name, kind="model")
+
+
+def _class_vector(array, what, rel):
+    """(N,) or (N, 1) -> (N,): compared with an (N,) prediction vector, (N, 1) would broadcast to N x N."""
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array.reshape(-1)
+    if array.ndim != 1:
+        raise AgentError("Eval %s %s have shape %s; expected (N,) or (N, 1) class indices." % (what, rel, array.shape), kind="bundle")
+    return array
 
 
 def load_eval(np, bundle_dir, manifest, warnings):
@@ -981,6 +1352,9 @@ def load_eval(np, bundle_dir, manifest, warnings):
         images = images[..., None]
     if images.ndim != 4 or len(images) == 0:
         raise AgentError("Eval images have shape %s, expected a non-empty N,H,W,C array." % (images.shape,), kind="bundle")
+    labels = _class_vector(labels, "labels", eval_spec.get("labels"))
+    if host is not None:
+        host = _class_vector(host, "host predictions", eval_spec.get("host_predictions"))
     if len(labels) != len(images) or (host is not None and len(host) != len(images)):
         raise AgentError("Eval images, labels and host predictions differ in length.", kind="bundle")
     if eval_spec.get("count") is not None and int(eval_spec["count"]) != len(images):
@@ -1290,7 +1664,13 @@ def cmd_verify(args):
 
 
 def cmd_install(args):
-    return install_bundle(args.tarball, args.releases_dir)
+    limits = ArchiveLimits(
+        members=args.max_members,
+        file_bytes=int(args.max_file_mb * 1048576),
+        total_bytes=int(args.max_total_mb * 1048576),
+        ratio=args.max_ratio,
+    )
+    return install_bundle(args.tarball, args.releases_dir, limits)
 
 
 def cmd_parse_benchmark(args):
@@ -1367,7 +1747,7 @@ def cmd_profile(args):
     latency = {"init": _ms(init_ms), "first": _ms(first_ms), "warmup_count": args.warmup, "samples": [_ms(s) for s in samples]}
     latency.update((key, _ms(value) if key != "count" else value) for key, value in stats.items())
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": RECORD_SCHEMA_VERSION,
         "bundle_id": manifest["bundle_id"],
         "profile": manifest.get("profile"),
         "target": args.target,
@@ -1430,6 +1810,13 @@ def _non_negative_float(text):
     return value
 
 
+def _positive_float(text):
+    value = _non_negative_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0, got %s" % text)
+    return value
+
+
 def build_parser():
     parser = _Parser(prog="agent.py", description="edgeship device agent (see device_agents/README.md).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -1454,6 +1841,14 @@ def build_parser():
     install = add("install", cmd_install, "safely extract, verify and activate a bundle tarball")
     install.add_argument("tarball", metavar="TARBALL")
     install.add_argument("releases_dir", metavar="RELEASES_DIR")
+    install.add_argument("--max-members", type=_positive_int, default=DEFAULT_MAX_MEMBERS,
+                         help="most archive members accepted (default %d)" % DEFAULT_MAX_MEMBERS)
+    install.add_argument("--max-file-mb", type=_positive_float, default=DEFAULT_MAX_FILE_MB,
+                         help="largest file accepted, in MiB (default %d)" % DEFAULT_MAX_FILE_MB)
+    install.add_argument("--max-total-mb", type=_positive_float, default=DEFAULT_MAX_TOTAL_MB,
+                         help="most unpacked bytes accepted, in MiB (default %d)" % DEFAULT_MAX_TOTAL_MB)
+    install.add_argument("--max-ratio", type=_positive_float, default=DEFAULT_MAX_RATIO,
+                         help="most unpacked bytes per archive byte, above 1 MiB unpacked (default %g)" % DEFAULT_MAX_RATIO)
 
     profile = add("profile", cmd_profile, "verify a bundle, then measure latency, memory and accuracy")
     profile.add_argument("bundle", metavar="BUNDLE_DIR")

@@ -55,8 +55,8 @@ def write_bundle(
 ) -> Path:
     """Write the files, hash them, and return ``bundles_root/<bundle id>``.
 
-    ``created`` is deliberately not part of the bundle id (it only lives in the manifest), so the
-    same model and data always give the same id and a redeploy can be skipped. ``extra_models``
+    The id covers the whole manifest except ``created`` (see :data:`~pipeline.bundle.manifest.UNHASHED_KEYS`),
+    so the same model and data always give the same id and a redeploy can be skipped. ``extra_models``
     describes other formats of the model among ``extra_files`` (``[{file, format, ...}]``, e.g. ONNX).
     """
     if eval_images.dtype != np.uint8:

@@ -1,4 +1,4 @@
-"""Stage ``package``: assemble the bundle the device side trusts (ARCHITECTURE.md contract)."""
+"""Stage ``package``: assemble the bundle the device side trusts (docs/ARCHITECTURE.md contract)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ def tool_versions() -> dict[str, str]:
 
 class PackageStage(Stage):
     name = "package"
-    version = 1
+    # 2: bundle schema 2 (the id covers the manifest); a cached schema-1 bundle must not be reused.
+    version = 2
 
     def __init__(self, config: PackageStageConfig, optional_inputs: tuple[str, ...] = ()) -> None:
         super().__init__(config)

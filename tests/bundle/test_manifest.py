@@ -8,8 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bundle.manifest import compute_bundle_id, hash_files, verify_bundle
+from pipeline.bundle.manifest import (
+    SCHEMA_VERSION,
+    compute_bundle_id,
+    finalize_bundle,
+    hash_files,
+    seal_manifest,
+    verify_bundle,
+)
 from pipeline.errors import BundleError
+from tests.helpers.bundles import MANIFEST_TAMPERING, edit_manifest
 
 
 def copy_bundle(bundle: Path, tmp_path: Path) -> Path:
@@ -20,7 +28,9 @@ def copy_bundle(bundle: Path, tmp_path: Path) -> Path:
 
 def test_manifest_matches_contract(tiny_bundle_int8: Path) -> None:
     manifest = verify_bundle(tiny_bundle_int8)
-    assert manifest["bundle_id"] == tiny_bundle_int8.name == compute_bundle_id(hash_files(tiny_bundle_int8))
+    assert manifest["bundle_id"] == tiny_bundle_int8.name == compute_bundle_id(manifest)
+    assert manifest["schema_version"] == SCHEMA_VERSION == 2
+    assert manifest["files"] == hash_files(tiny_bundle_int8)
     assert len(manifest["bundle_id"]) == 16
     assert set(manifest["files"]) == {"model.tflite", "labels.txt", "eval/images.npy", "eval/labels.npy", "eval/host_predictions.npy"}
     model = manifest["model"]
@@ -72,6 +82,61 @@ def test_verification_refuses_tampering(tiny_bundle_int8: Path, tmp_path: Path, 
     tamper(bundle)
     with pytest.raises(BundleError, match=message):
         verify_bundle(bundle)
+
+
+@pytest.mark.parametrize("case", MANIFEST_TAMPERING, ids=[c.name for c in MANIFEST_TAMPERING])
+def test_verification_refuses_manifest_tampering(tiny_bundle_int8: Path, tmp_path: Path, case) -> None:
+    bundle = case.apply(copy_bundle(tiny_bundle_int8, tmp_path))
+    with pytest.raises(BundleError, match=case.message):
+        verify_bundle(bundle)
+
+
+def test_resealed_bundle_in_a_directory_named_by_another_id_is_refused(tiny_bundle_int8: Path, tmp_path: Path) -> None:
+    """A consistent manifest and id, but under the old id's name: a release must be named by its id."""
+    bundle = copy_bundle(tiny_bundle_int8, tmp_path)
+    resealed = edit_manifest(bundle, lambda m: m["preprocessing"].update(scale=1.0), reseal=True)
+    assert resealed["bundle_id"] != bundle.name
+    with pytest.raises(BundleError, match=f"the directory is named {bundle.name} but holds bundle {resealed['bundle_id']}"):
+        verify_bundle(bundle)
+    assert verify_bundle(bundle.rename(bundle.with_name(resealed["bundle_id"])))["preprocessing"]["scale"] == 1.0
+
+
+def test_schema_1_bundle_is_refused_with_a_rebuild_hint(tiny_bundle_int8: Path, tmp_path: Path) -> None:
+    """What an older edgeship wrote: schema 1, id over the file list only."""
+    import hashlib
+
+    bundle = copy_bundle(tiny_bundle_int8, tmp_path)
+    files = hash_files(bundle)
+    old_id = hashlib.sha256("".join(f"{p} {d}\n" for p, d in sorted(files.items())).encode()).hexdigest()[:16]
+    bundle = bundle.rename(bundle.with_name(old_id))
+    edit_manifest(bundle, lambda m: m.update(schema_version=1, bundle_id=old_id))
+    with pytest.raises(BundleError, match=r"schema_version is 1 but this edgeship reads 2.*Rebuild it with `edgeship build`"):
+        verify_bundle(bundle)
+
+
+def test_bundle_with_a_non_finite_number_is_not_written(tiny_bundle_int8: Path, tmp_path: Path) -> None:
+    staging = tmp_path / "staging"
+    shutil.copytree(tiny_bundle_int8, staging)
+    (staging / "manifest.json").unlink()
+    manifest = {k: v for k, v in json.loads((tiny_bundle_int8 / "manifest.json").read_text()).items() if k != "files"}
+    manifest["host_metrics"] = dict(manifest["host_metrics"], accuracy=float("nan"))
+    with pytest.raises(BundleError, match=r"manifest\.host_metrics\.accuracy is NaN or infinite"):
+        finalize_bundle(staging, manifest, tmp_path / "bundles")
+    assert not (tmp_path / "bundles").exists()
+
+
+def test_sealed_manifest_is_what_gets_written(tiny_bundle_int8: Path, tmp_path: Path) -> None:
+    """Values that are not plain JSON (numpy numbers, tuples) are hashed as they are written."""
+    import numpy as np
+
+    staging = tmp_path / "staging"
+    shutil.copytree(tiny_bundle_int8, staging)
+    (staging / "manifest.json").unlink()
+    manifest = {k: v for k, v in json.loads((tiny_bundle_int8 / "manifest.json").read_text()).items() if k != "files"}
+    manifest["host_metrics"] = dict(manifest["host_metrics"], parameters=np.int64(5), shape=(1, 2))
+    bundle = finalize_bundle(staging, manifest, tmp_path / "bundles")
+    written = verify_bundle(bundle)
+    assert written == seal_manifest(manifest, hash_files(bundle)) and written["host_metrics"]["shape"] == [1, 2]
 
 
 def test_rewritten_manifest_with_forged_hash_is_refused(tiny_bundle_int8: Path, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.bundle.manifest import compute_bundle_id, hash_files
+from pipeline.bundle.manifest import hash_files, seal_manifest
 from tests.device_agents.runner import PYTHONS, copy_bundle, load_agent_module, manifest, run_agent
 
 RECORD_KEYS = {
@@ -121,9 +121,8 @@ def test_profile_reports_disagreements_image_by_image(tiny_bundle_int8: Path, tm
     changed = host.copy()
     changed[[1, 5]] = (host[[1, 5]] + 1) % 3
     np.save(bundle / "eval" / "host_predictions.npy", changed)
-    data = manifest(bundle)
-    data["files"] = hash_files(bundle)
-    data["bundle_id"] = compute_bundle_id(data["files"])
+    data = seal_manifest(manifest(bundle), hash_files(bundle))
+    bundle = bundle.rename(bundle.with_name(data["bundle_id"]))
     (bundle / "manifest.json").write_text(json.dumps(data))
 
     record = run_agent("profile", bundle, "--target", "local", "--runs", "2", "--min-seconds", "0").json

@@ -6,10 +6,14 @@ one in a few seconds with the same writer the package stage uses.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
+from pipeline.bundle.manifest import MANIFEST, seal_manifest
 from pipeline.bundle.writer import tensor_specs, write_bundle
 
 PREPROCESSING = {"height": 12, "width": 12, "channels": 1, "scale": 1.0 / 255.0, "mean": 0.0, "std": 1.0}
@@ -77,3 +81,44 @@ def make_tiny_bundle(root: Path, quantization: str = "int8", seed: int = 0, clas
         host_metrics={"accuracy": float(np.mean(predictions == labels)), "tflite_bytes": len(model_bytes)},
         provenance={"student_architecture": "tiny-test", "tool_versions": {"tensorflow": tf.__version__}},
     )
+
+
+def edit_manifest(bundle: Path, change: Callable[[dict[str, Any]], Any], reseal: bool = False) -> dict[str, Any]:
+    """Rewrite ``bundle``'s manifest after ``change``; ``reseal`` also recomputes its id (a consistent forgery)."""
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    change(manifest)
+    if reseal:
+        manifest = seal_manifest(manifest, manifest["files"])
+    (bundle / MANIFEST).write_text(json.dumps(manifest))  # json.dumps writes NaN as the bare word NaN
+    return manifest
+
+
+@dataclass(frozen=True)
+class Tampering:
+    """One edit of a sealed bundle that both the host's and the agent's verify must refuse."""
+
+    name: str
+    edit: Callable[[Path], Path]
+    message: str  # regex, the same wording on both sides
+
+    def apply(self, bundle: Path) -> Path:
+        return self.edit(bundle)
+
+
+def _manifest_edit(change: Callable[[dict[str, Any]], Any]) -> Callable[[Path], Path]:
+    def edit(bundle: Path) -> Path:
+        edit_manifest(bundle, change)
+        return bundle
+
+    return edit
+
+
+_ID_MISMATCH = r"bundle_id [0-9a-f]{16} does not match the manifest and its files"
+MANIFEST_TAMPERING = [
+    Tampering("scale-nan", _manifest_edit(lambda m: m["preprocessing"].update(scale=float("nan"))), r"not strict JSON: NaN is not JSON"),
+    Tampering("scale-changed", _manifest_edit(lambda m: m["preprocessing"].update(scale=1.0)), _ID_MISMATCH),
+    Tampering("eval-count", _manifest_edit(lambda m: m["eval"].update(count=m["eval"]["count"] - 1)), _ID_MISMATCH),
+    Tampering("labels-file", _manifest_edit(lambda m: m.update(labels="eval/labels.npy")), _ID_MISMATCH),
+    Tampering("model-file", _manifest_edit(lambda m: m["model"].update(file="eval/images.npy")), _ID_MISMATCH),
+    Tampering("renamed-directory", lambda b: b.rename(b.with_name("0123456789abcdef")), r"the directory is named 0123456789abcdef but holds bundle [0-9a-f]{16}"),
+]
