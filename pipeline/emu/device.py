@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -38,6 +39,8 @@ from pipeline.emu.layout import (
 from pipeline.emu.rootfs import CHROOT_ENV, HOSTNAME, cached_image, leftovers, read_stamp, remove_leftovers
 from pipeline.errors import EdgeshipError
 from pipeline.fsutil import atomic_write_json, atomic_write_text
+from pipeline.proc_identity import is_same_process, start_ticks
+from pipeline.safe_paths import confined, open_log, tail_text
 
 Log = Callable[[str], None]
 LOOPBACK = "127.0.0.1"
@@ -98,10 +101,10 @@ def start(layout: Optional[EmuLayout] = None, log: Log = lambda _: None) -> Devi
         host.prepare_host("Starting the emulated Raspberry Pi", log)
         _teardown(layout, log)  # leftovers of a run that crashed or of a reboot
         _write_keys(layout)
-        mounts.bind_system_dirs(layout.rootfs)
+        mounts.bind_system_dirs(layout.rootfs, within=layout.root)
         try:
             proc, port = _launch_sshd(layout, log)
-            state = {"pid": proc.pid, "pid_start": _start_ticks(proc.pid), "port": port, "started_at": _now()}
+            state = {"pid": proc.pid, "pid_start": start_ticks(proc.pid), "port": port, "started_at": _now()}
             atomic_write_json(layout.state, state)
             _write_known_hosts(layout, port)
             _write_target(layout, port)
@@ -131,8 +134,14 @@ def status(layout: Optional[EmuLayout] = None) -> DeviceStatus:
     layout = layout or EmuLayout.default()
     found = DeviceStatus(running=False, root=layout.root, rootfs=layout.rootfs, image=read_stamp(layout))
     found.binfmt = host.binfmt_state()
-    found.mounts = [str(p) for p in mounts.mounts_under(layout.rootfs)] if layout.rootfs.exists() else []
-    found.processes = mounts.processes_in(layout.rootfs)
+    if layout.rootfs.exists():
+        try:
+            confined(layout.rootfs, layout.root)
+        except EdgeshipError as exc:
+            found.problems.append(str(exc))
+            return found
+        found.mounts = [str(p) for p in mounts.mounts_under(layout.rootfs)]
+        found.processes = mounts.processes_in(layout.rootfs)
     if layout.busy():
         found.problems.append("another `edgeship emu` command (a build?) is running right now")
     else:
@@ -159,28 +168,21 @@ def status(layout: Optional[EmuLayout] = None) -> DeviceStatus:
 
 
 # -- processes -----------------------------------------------------------------------------------
-def _start_ticks(pid: int) -> Optional[int]:
-    """Process start time (clock ticks since boot): tells our sshd from a later process with its PID."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def _same_process(state: dict[str, Any]) -> bool:
-    pid = state.get("pid")
-    return isinstance(pid, int) and _start_ticks(pid) is not None and _start_ticks(pid) == state.get("pid_start")
+    """Our sshd, not a later process that got its PID (after a reboot or PID reuse)."""
+    return is_same_process(state.get("pid"), state.get("pid_start"))
 
 
 def _teardown(layout: EmuLayout, log: Log) -> None:
     """End sshd and everything inside the rootfs, unmount in reverse order, delete the run files."""
     state = _read_state(layout)
     ours = [state["pid"]] if state and _same_process(state) else []
-    mounts.end_processes(layout.rootfs, ours, log)
     if layout.rootfs.exists():
-        for point in mounts.unbind_all(layout.rootfs):
+        mounts.end_processes(layout.rootfs, ours, log, within=layout.root)
+        for point in mounts.unbind_all(layout.rootfs, within=layout.root):
             log(f"unmounted {point}")
+    elif ours:  # the rootfs was deleted under a running sshd
+        os.kill(ours[0], signal.SIGTERM)
     for path in (layout.target_file, layout.state, layout.known_hosts, layout.client_key, Path(f"{layout.client_key}.pub")):
         path.unlink(missing_ok=True)
     if layout.rootfs.exists():
@@ -271,7 +273,7 @@ def _launch_sshd(layout: EmuLayout, log: Log, attempts: int = 3) -> tuple[subpro
         atomic_write_text(layout.in_rootfs(DEVICE_SSHD_CONFIG), sshd_config(port))
         layout.in_rootfs("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
         log(f"starting the aarch64 sshd under qemu on {LOOPBACK}:{port}")
-        with open(layout.sshd_log, "ab") as out:
+        with open_log(layout.sshd_log) as out:
             proc = subprocess.Popen(
                 sshd_argv(layout.rootfs),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=CHROOT_ENV,
@@ -292,11 +294,11 @@ def _wait_for_banner(proc: subprocess.Popen, port: int, log_file: Path, timeout:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            return f"it exited with code {proc.returncode}; its log {log_file} ends with:\n{_tail(log_file)}"
+            return f"it exited with code {proc.returncode}; its log {log_file} ends with:\n{tail_text(log_file, 10)}"
         if _answers_ssh(port, timeout=2.0):
             return None
         time.sleep(0.2)
-    return f"it did not answer on {LOOPBACK}:{port} within {timeout:.0f} s; log {log_file}:\n{_tail(log_file)}"
+    return f"it did not answer on {LOOPBACK}:{port} within {timeout:.0f} s; log {log_file}:\n{tail_text(log_file, 10)}"
 
 
 def _answers_ssh(port: Optional[int], timeout: float = 10.0) -> bool:
@@ -308,13 +310,6 @@ def _answers_ssh(port: Optional[int], timeout: float = 10.0) -> bool:
             return sock.recv(64).startswith(b"SSH-")
     except OSError:
         return False
-
-
-def _tail(path: Path, lines: int = 10) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 # -- files for the host side ---------------------------------------------------------------------

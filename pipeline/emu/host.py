@@ -1,5 +1,8 @@
 """Make this x86 host able to run aarch64 programs: root, Debian tools and a binfmt_misc handler.
 
+The Debian tools include the archive keyring: debootstrap checks the mirror's Release signature
+against it (``--force-check-gpg``), since the packages it installs later run as root.
+
 binfmt_misc lets the kernel hand every aarch64 ELF file to ``qemu-aarch64-static``, so ``chroot
 ROOTFS /usr/sbin/sshd`` simply works. Registrations vanish at reboot, so ``start`` re-checks them.
 """
@@ -16,11 +19,14 @@ from pipeline.errors import EdgeshipError
 
 QEMU = Path("/usr/bin/qemu-aarch64-static")
 DEBOOTSTRAP = Path("/usr/sbin/debootstrap")
+KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 BINFMT_NAME = "qemu-aarch64"
 #: the tools each Debian package provides; binfmt-support only adds update-binfmts (we can do without)
-PACKAGES: dict[str, Path] = {"qemu-user-static": QEMU, "debootstrap": DEBOOTSTRAP}
-INSTALL_COMMAND = "sudo apt-get update && sudo apt-get install -y qemu-user-static debootstrap binfmt-support"
+PACKAGES: dict[str, Path] = {"qemu-user-static": QEMU, "debootstrap": DEBOOTSTRAP, "debian-archive-keyring": KEYRING}
+INSTALL_COMMAND = (
+    "sudo apt-get update && sudo apt-get install -y qemu-user-static debootstrap debian-archive-keyring binfmt-support"
+)
 # The ELF header of an aarch64 executable (EM_AARCH64 = 0xb7) and its mask, as qemu's own
 # scripts/qemu-binfmt-conf.sh registers it. Flags: F = open the interpreter now (works inside any
 # chroot without copying qemu there), C = use the binary's credentials (setuid), O = open it for qemu.

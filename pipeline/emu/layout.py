@@ -9,6 +9,9 @@
       run/                only while the device runs: throwaway keys, known_hosts, state.json, sshd.log
       targets/            the generated target file ``emu-rpi4.yaml`` (only while the device runs)
       .lock               serialises build / start / stop
+
+build, start and stop run as root on this tree, which sits in a user's checkout: :meth:`EmuLayout.locked`
+refuses a tree (or any of its top-level entries) that is a link or belongs to another user.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
+from pipeline.errors import EdgeshipError
 from pipeline.paths import results_dir
+from pipeline.safe_paths import check_owned, open_nofollow, require_owned_dir
 
 #: the target name ``edgeship deploy`` uses for the emulated device
 TARGET_NAME = "emu-rpi4"
@@ -95,11 +100,17 @@ class EmuLayout:
         """The host path of ``device_path`` (absolute, as seen inside the device)."""
         return (rootfs or self.rootfs) / device_path.lstrip("/")
 
+    def check_owned(self) -> None:
+        """Refuse to act (as root) on a tree whose top-level entries are links or another user's."""
+        require_owned_dir(self.root, "the emulated device's home")
+        for path in (self.image, self.rootfs, self.downloads, self.run, self.targets, self.build_log, self.root / ".lock"):
+            check_owned(path, "part of the emulated device's home")
+
     def busy(self) -> bool:
         """True while another build/start/stop holds the lock (its half-built files are not leftovers)."""
         try:
-            fd = os.open(self.root / ".lock", os.O_RDONLY)
-        except OSError:
+            fd = open_nofollow(self.root / ".lock", os.O_RDONLY)
+        except (OSError, EdgeshipError):  # missing, a link, not a file: nobody holds a lock there
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -112,8 +123,8 @@ class EmuLayout:
     @contextlib.contextmanager
     def locked(self, log: Callable[[str], None] = lambda _: None) -> Iterator[None]:
         """One build/start/stop at a time: they share one root filesystem and its mounts."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self.check_owned()
+        fd = open_nofollow(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

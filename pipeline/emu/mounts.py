@@ -4,6 +4,11 @@ processes chrooted into it.
 These binds are why the root filesystem must never be deleted blindly: ``rm -rf`` of a rootfs with
 /dev bound inside it deletes the host's device nodes. :func:`remove_tree` ends the processes inside,
 unmounts, and refuses while anything is still mounted below the path.
+
+Every function that signals, mounts or unmounts takes ``within``, the emulator's own directory, and
+checks first (:func:`pipeline.safe_paths.confined`) that its path is a real directory strictly
+inside it: the path comes from a results tree another user may own, and ``.image-x.partial -> /``
+would otherwise select /proc, /sys, /dev and every process on the host.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from pipeline.errors import EdgeshipError
+from pipeline.safe_paths import confined, remove_link
 
 #: mount order; teardown is the reverse
 SYSTEM_BINDS: tuple[str, ...] = ("proc", "sys", "dev", "dev/pts")
@@ -29,9 +35,17 @@ def _unescape(field: str) -> str:
     return field
 
 
+def _not_root(path: Path) -> str:
+    """The real path; "/" is refused even by the read-only helpers (it would name the whole host)."""
+    real = os.path.realpath(path)
+    if real == "/":
+        raise EdgeshipError(f"Refusing to look for mounts or processes of {path}: it is the host's root directory.")
+    return real
+
+
 def mounts_under(path: Path) -> list[Path]:
     """Mount points at or below ``path``, in mount order (parents before children)."""
-    base = os.path.realpath(path)
+    base = _not_root(path)
     found: list[Path] = []
     with open("/proc/self/mounts", encoding="utf-8", errors="replace") as handle:
         for line in handle:
@@ -55,20 +69,22 @@ def _mount(source: str, point: Path) -> None:
         )
 
 
-def bind_system_dirs(rootfs: Path) -> None:
+def bind_system_dirs(rootfs: Path, *, within: Path) -> None:
     """Bind /proc, /sys, /dev and /dev/pts into ``rootfs`` (those not yet bound); idempotent."""
-    rootfs = Path(os.path.realpath(rootfs))
+    rootfs = confined(rootfs, within)
     present = set(mounts_under(rootfs))
     for name in SYSTEM_BINDS:
         point = rootfs / name
         if point in present:
             continue
         point.mkdir(parents=True, exist_ok=True)
+        confined(point, within)  # mount(8) follows a link at the mount point
         _mount(f"/{name}", point)
 
 
-def unbind_all(rootfs: Path) -> list[Path]:
+def unbind_all(rootfs: Path, *, within: Path) -> list[Path]:
     """Unmount everything below ``rootfs`` in reverse mount order; returns what was unmounted."""
+    rootfs = confined(rootfs, within)
     done: list[Path] = []
     for point in reversed(mounts_under(rootfs)):
         result = subprocess.run(["umount", str(point)], capture_output=True, text=True, stdin=subprocess.DEVNULL)
@@ -86,7 +102,7 @@ def unbind_all(rootfs: Path) -> list[Path]:
 
 def processes_in(rootfs: Path) -> list[int]:
     """PIDs of every process whose root directory is ``rootfs`` (sshd, sessions, agent runs, dpkg)."""
-    want = os.path.realpath(rootfs)
+    want = _not_root(rootfs)
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
@@ -106,8 +122,11 @@ def _signal_all(pids: Iterable[int], sig: int) -> None:
             pass
 
 
-def end_processes(rootfs: Path, extra: Iterable[int] = (), log: Callable[[str], None] = lambda _: None) -> None:
+def end_processes(
+    rootfs: Path, extra: Iterable[int] = (), log: Callable[[str], None] = lambda _: None, *, within: Path
+) -> None:
     """SIGTERM everything chrooted into ``rootfs`` (and ``extra``); SIGKILL what is left after 5 s."""
+    rootfs = confined(rootfs, within)
     pids = list(dict.fromkeys([*extra, *processes_in(rootfs)]))
     if not pids:
         return
@@ -127,13 +146,23 @@ def _wait_until_empty(rootfs: Path, seconds: float) -> bool:
     return True
 
 
-def remove_tree(path: Path) -> None:
-    """``rm -rf path`` that first ends its processes and unmounts its binds; refuses if a mount remains."""
+def remove_tree(path: Path, *, within: Path) -> None:
+    """``rm -rf path`` that first ends its processes and unmounts its binds; refuses if a mount remains.
+
+    A link at ``path`` is unlinked and its target left alone; a path outside ``within`` (or reached
+    through a link) is refused before any process is signalled or anything unmounted.
+    """
+    path = Path(path)
+    if path.is_symlink() or (os.path.lexists(path) and not path.is_dir()):
+        remove_link(path, within)
+        return
     if not path.exists():
         return
+    confined(path, within)
     for rootfs in (path, path / "rootfs"):
-        end_processes(rootfs)
-    unbind_all(path)
+        if rootfs.is_dir() and not rootfs.is_symlink():
+            end_processes(rootfs, within=within)
+    unbind_all(path, within=within)
     left = mounts_under(path)
     if left:
         raise EdgeshipError(

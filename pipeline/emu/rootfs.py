@@ -3,15 +3,19 @@
 It carries the software stack of 64-bit Raspberry Pi OS bookworm: Debian's python3 (3.11) and
 python3-numpy (1.24), the tflite-runtime 2.14 aarch64 wheel, and openssh-server. Steps:
 
-1. ``debootstrap --foreign --arch=arm64`` (host side: download and unpack);
+1. ``debootstrap --foreign --arch=arm64 --keyring=... --force-check-gpg`` (host side: download,
+   check the mirror's Release signature against the Debian archive keyring, unpack); a Release
+   file that cannot be verified stops the build, never a build from unverified packages;
 2. ``chroot ROOTFS /debootstrap/debootstrap --second-stage`` (runs aarch64 dpkg under qemu);
-3. the wheel, fetched on the host with ``pip download --platform manylinux_2_34_aarch64``, is
-   unpacked into /usr/local/lib/python3.11/dist-packages (exactly what pip would put there);
+3. the wheel, fetched on the host with ``pip download --platform manylinux_2_34_aarch64`` and
+   checked against its pinned sha256 (:mod:`pipeline.emu.wheel`), is unpacked into
+   /usr/local/lib/python3.11/dist-packages (exactly what pip would put there);
 4. ``python3`` inside the rootfs imports numpy and tflite_runtime under emulation and reports
    versions, which go into the stamp ``build.json``.
 
 Everything is built in ``results/emu/.image-*.partial`` and renamed to ``results/emu/image`` only
-when all steps passed, so an interrupted build never looks finished.
+when all steps passed, so an interrupted build never looks finished. Logs are written without
+following links and leftovers are removed only inside ``results/emu`` (:mod:`pipeline.safe_paths`).
 """
 
 from __future__ import annotations
@@ -21,39 +25,33 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from pipeline.emu import host, mounts
 from pipeline.emu.layout import EmuLayout
+from pipeline.emu.wheel import SITE_PACKAGES, SPEC, fetch_wheel, install_wheel
 from pipeline.errors import EdgeshipError
-from pipeline.fsutil import atomic_write_json, canonical_json, sha256_bytes, sha256_file
+from pipeline.fsutil import atomic_write_json, canonical_json, sha256_bytes
+from pipeline.safe_paths import open_log, read_text, tail_text
 
 Log = Callable[[str], None]
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 #: what is built; a change here makes the next build replace the cached image
 RECIPE: dict[str, Any] = {
-    "recipe_version": 1,
+    "recipe_version": 2,  # 2: Release signature checked, wheel hash-pinned (images of 1 were not verified)
     "suite": "bookworm",
     "arch": "arm64",
     "variant": "minbase",
     "packages": ["python3", "python3-numpy", "openssh-server", "libstdc++6"],
-    "wheel": {
-        "requirement": "tflite-runtime==2.14.0",
-        "platform": "manylinux_2_34_aarch64",  # the only aarch64 tag PyPI has for 2.14.0 (needs glibc >= 2.34; bookworm has 2.36)
-        "python_version": "3.11",
-        "abi": "cp311",
-    },
+    "wheel": SPEC,
 }
-SITE_PACKAGES = "/usr/local/lib/python3.11/dist-packages"
 HOSTNAME = "emu-rpi4"
 CHROOT_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -132,48 +130,57 @@ def build_image(
         check_mirror(mirror)
         partial = Path(tempfile.mkdtemp(prefix=".image-", suffix=".partial", dir=layout.root))
         try:
-            stamp = _build_into(partial, wheel, mirror, layout.build_log, log)
+            stamp = _build_into(partial, wheel, mirror, layout, log)
             stamp["build_seconds"] = round(time.monotonic() - started, 1)
             atomic_write_json(partial / "build.json", stamp)
-            _swap_into_place(partial, layout.image)
+            _swap_into_place(partial, layout)
         except BaseException:
-            mounts.remove_tree(partial)
+            mounts.remove_tree(partial, within=layout.root)
             raise
         log(f"built {layout.rootfs} in {stamp['build_seconds']:.0f} s")
         return ImageInfo(layout.rootfs, stamp, cached=False)
 
 
-def _build_into(partial: Path, wheel: Path, mirror: str, build_log: Path, log: Log) -> dict[str, Any]:
-    rootfs = partial / "rootfs"
-    build_log.parent.mkdir(parents=True, exist_ok=True)
-    build_log.write_text(f"# edgeship emu build {_now()}\n")
+def _build_into(partial: Path, wheel: Path, mirror: str, layout: EmuLayout, log: Log) -> dict[str, Any]:
+    rootfs, build_log = partial / "rootfs", layout.build_log
+    with open_log(build_log, truncate=True) as out:
+        out.write(f"# edgeship emu build {_now()}\n".encode())
     log(f"debootstrap (first stage) of Debian {RECIPE['suite']} arm64 from {mirror}; log: {build_log}")
-    _run(_debootstrap_argv(rootfs, mirror), build_log, "debootstrap --foreign", timeout=3600)
+    first_stage(rootfs, mirror, build_log)
     shutil.copy2(host.QEMU, rootfs / "usr/bin" / host.QEMU.name)  # for binfmt handlers without the F flag
     log("debootstrap second stage under qemu-aarch64 (the slow part)")
     second_stage = ["chroot", str(rootfs), "/debootstrap/debootstrap", "--second-stage"]
     _run(second_stage, build_log, "debootstrap --second-stage", timeout=7200, env=CHROOT_ENV)
-    mounts.unbind_all(rootfs)  # the second stage mounts /proc and /sys itself; be sure they are gone
+    mounts.unbind_all(rootfs, within=layout.root)  # the second stage mounts /proc and /sys itself; be sure they are gone
     log(f"installing {wheel.name} into {SITE_PACKAGES}")
     install_wheel(wheel, rootfs)
     _configure(rootfs)
     log("checking python3, numpy and tflite_runtime inside the rootfs (under emulation)")
-    versions = probe(rootfs, build_log)
+    versions = probe(rootfs, build_log, within=layout.root)
     return {
         "recipe_id": recipe_id(),
         "recipe": RECIPE,
         "mirror": mirror,
         "built_at": _now(),
-        "wheel": {"file": wheel.name, "sha256": sha256_file(wheel)},
+        "wheel": {"file": wheel.name, "sha256": SPEC["sha256"]},  # install_wheel checked it
         "versions": versions,
         "debian_packages": dpkg_versions(rootfs, ["python3", "python3-numpy", "openssh-server", "libc6"]),
     }
 
 
 def _debootstrap_argv(rootfs: Path, mirror: str) -> list[str]:
+    """debootstrap verifying the Release signature (it downloads over plain http)."""
+    if not host.KEYRING.is_file():
+        raise EdgeshipError(
+            f"The Debian archive keyring {host.KEYRING} is missing, so debootstrap cannot check the mirror's Release "
+            "signature, and the build does not install unverified packages that then run as root. Install it with "
+            "`sudo apt-get install -y debian-archive-keyring` (a root `edgeship emu build` does that itself) and retry."
+        )
     return [
         str(host.DEBOOTSTRAP),
         "--foreign",
+        f"--keyring={host.KEYRING}",
+        "--force-check-gpg",
         f"--arch={RECIPE['arch']}",
         f"--variant={RECIPE['variant']}",
         f"--include={','.join(RECIPE['packages'])}",
@@ -183,11 +190,44 @@ def _debootstrap_argv(rootfs: Path, mirror: str) -> list[str]:
     ]
 
 
+#: what debootstrap (functions: read_gpg_status and friends) prints when it cannot verify a Release file
+_SIGNATURE_FAILURES = (
+    "Invalid Release signature",
+    "Release signed by unknown key",
+    "Error executing gpgv",
+    "gpgv not installed",
+    "keyring file not available",
+)
+_SIGNATURE_VERIFIED = "Valid Release signature"
+
+
+def first_stage(rootfs: Path, mirror: str, build_log: Path) -> None:
+    """``debootstrap --foreign``; fails unless debootstrap reported the Release signature as valid."""
+    offset = os.lstat(build_log).st_size
+    try:
+        _run(_debootstrap_argv(rootfs, mirror), build_log, "debootstrap --foreign", timeout=3600)
+    except EdgeshipError:
+        failure = next((line for line in tail_text(build_log, 40).splitlines() if any(s in line for s in _SIGNATURE_FAILURES)), None)
+        if failure is None:
+            raise
+        raise EdgeshipError(_unverified(mirror, build_log, failure.strip())) from None
+    if _SIGNATURE_VERIFIED not in read_text(build_log, offset):
+        raise EdgeshipError(_unverified(mirror, build_log, f"debootstrap never reported '{_SIGNATURE_VERIFIED}'"))
+
+
+def _unverified(mirror: str, build_log: Path, detail: str) -> str:
+    return (
+        f"The Release file of the Debian mirror {mirror} could not be verified against {host.KEYRING} ({detail}); the "
+        "build stops rather than install unverified packages that would run as root. Update the keyring "
+        f"(`sudo apt-get install -y debian-archive-keyring`), or use another mirror (`edgeship emu build --mirror URL`). "
+        f"See {build_log}."
+    )
+
+
 def _run(argv: list[str], build_log: Path, what: str, timeout: float, env: Optional[dict[str, str]] = None) -> None:
     """Run a build step with its output appended to the build log; a failure quotes the log's tail."""
-    with open(build_log, "a") as out:
-        out.write(f"\n$ {' '.join(argv)}\n")
-        out.flush()
+    with open_log(build_log) as out:
+        out.write(f"\n$ {' '.join(argv)}\n".encode())
         try:
             result = subprocess.run(
                 argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, timeout=timeout
@@ -195,41 +235,7 @@ def _run(argv: list[str], build_log: Path, what: str, timeout: float, env: Optio
         except subprocess.TimeoutExpired:
             raise EdgeshipError(f"{what} did not finish within {timeout:.0f} s; see {build_log}.") from None
     if result.returncode != 0:
-        raise EdgeshipError(f"{what} failed (exit code {result.returncode}). Last lines of {build_log}:\n{_tail(build_log)}")
-
-
-def _tail(path: Path, lines: int = 12) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def fetch_wheel(downloads: Path, log: Log) -> Path:
-    """The tflite-runtime aarch64 wheel for Python 3.11, downloaded once on the host with pip."""
-    spec = RECIPE["wheel"]
-    name, version = spec["requirement"].split("==")
-    pattern = f"{name.replace('-', '_')}-{version}-{spec['abi']}-{spec['abi']}-*aarch64.whl"
-    found = sorted(downloads.glob(pattern))
-    if found:
-        return found[0]
-    downloads.mkdir(parents=True, exist_ok=True)
-    argv = [
-        sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-        "--platform", spec["platform"], "--python-version", spec["python_version"],
-        "--implementation", "cp", "--abi", spec["abi"], "--dest", str(downloads), spec["requirement"],
-    ]  # fmt: skip
-    log(f"downloading {spec['requirement']} for {spec['platform']} from PyPI")
-    result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
-    found = sorted(downloads.glob(pattern))
-    if result.returncode != 0 or not found:
-        detail = " ".join((result.stderr or result.stdout).strip().splitlines()[-2:])
-        raise EdgeshipError(
-            f"Cannot download the {spec['requirement']} wheel for {spec['platform']} from PyPI ({detail or 'no wheel'}). "
-            f"Check the network or proxy to pypi.org, or download it elsewhere with `{' '.join(argv[2:])}` and put "
-            f"the .whl file into {downloads}."
-        )
-    return found[0]
+        raise EdgeshipError(f"{what} failed (exit code {result.returncode}). Last lines of {build_log}:\n{tail_text(build_log)}")
 
 
 def check_mirror(mirror: str) -> None:
@@ -246,23 +252,6 @@ def check_mirror(mirror: str) -> None:
         ) from None
 
 
-def install_wheel(wheel: Path, rootfs: Path) -> None:
-    """Unpack a wheel into the rootfs's site-packages: all pip does for a plain (purelib/platlib) wheel."""
-    target = rootfs / SITE_PACKAGES.lstrip("/")
-    target.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(wheel) as archive:
-        for info in archive.infolist():
-            parts = Path(info.filename).parts
-            if info.filename.startswith("/") or ".." in parts or (parts and parts[0].endswith(".data")):
-                raise EdgeshipError(f"The wheel {wheel} has an entry {info.filename!r} that a plain unpack cannot install.")
-            path = archive.extract(info, target)
-            mode = (info.external_attr >> 16) & 0o777
-            if mode and not info.is_dir():
-                os.chmod(path, mode & 0o755 | 0o644)
-        dist_info = next(p for p in {Path(n).parts[0] for n in archive.namelist()} if p.endswith(".dist-info"))
-    (target / dist_info / "INSTALLER").write_text("edgeship-emu\n")
-
-
 def _configure(rootfs: Path) -> None:
     """Small device identity details; downloaded .debs are dropped to keep the cache small."""
     (rootfs / "etc/hostname").write_text(f"{HOSTNAME}\n")
@@ -271,23 +260,23 @@ def _configure(rootfs: Path) -> None:
         deb.unlink()
 
 
-def chroot_python(rootfs: Path, code: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def chroot_python(rootfs: Path, code: str, *, within: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python3 -c CODE`` inside the rootfs, with /proc, /sys and /dev bound for the duration."""
-    mounts.bind_system_dirs(rootfs)
+    mounts.bind_system_dirs(rootfs, within=within)
     try:
         return subprocess.run(
             ["chroot", str(rootfs), "/usr/bin/python3", "-c", code],
             capture_output=True, text=True, stdin=subprocess.DEVNULL, env=CHROOT_ENV, timeout=timeout,
         )  # fmt: skip
     finally:
-        mounts.unbind_all(rootfs)
+        mounts.unbind_all(rootfs, within=within)
 
 
-def probe(rootfs: Path, build_log: Path) -> dict[str, str]:
+def probe(rootfs: Path, build_log: Path, *, within: Path) -> dict[str, str]:
     """Versions reported by the rootfs's own python3 (under emulation); raises if the stack is broken."""
-    result = chroot_python(rootfs, _PROBE)
-    with open(build_log, "a") as out:
-        out.write(f"\n$ chroot {rootfs} python3 -c <probe>\n{result.stdout}{result.stderr}")
+    result = chroot_python(rootfs, _PROBE, within=within)
+    with open_log(build_log) as out:
+        out.write(f"\n$ chroot {rootfs} python3 -c <probe>\n{result.stdout}{result.stderr}".encode())
     try:
         versions = json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -322,18 +311,18 @@ def remove_leftovers(layout: EmuLayout, log: Log) -> None:
     """Call with the lock held, so no build is writing them right now."""
     for stale in leftovers(layout):
         log(f"removing the unfinished build {stale}")
-        mounts.remove_tree(stale)
+        mounts.remove_tree(stale, within=layout.root)
 
 
-def _swap_into_place(partial: Path, image: Path) -> None:
+def _swap_into_place(partial: Path, layout: EmuLayout) -> None:
     """Rename the finished build to ``image``; an old image is moved aside first, then deleted."""
-    old: Optional[Path] = None
-    if image.exists():
+    image, old = layout.image, None
+    if os.path.lexists(image):
         old = image.with_name(f".image-old-{os.getpid()}")
         os.rename(image, old)
     os.rename(partial, image)
     if old is not None:
-        mounts.remove_tree(old)
+        mounts.remove_tree(old, within=layout.root)
 
 
 def _now() -> str:
