@@ -4,11 +4,17 @@ Each device is a real OpenSSH server with throwaway keys, a strict known_hosts e
 device directory; the agent runs under a device-like Python (``.venv-agent``: numpy 1.x and
 tflite-runtime 2.14, no TensorFlow) when it exists. The servers outlive the command that starts
 them, and ``stop_lab`` ends them. Their latencies are this host's, never a board's.
+
+``state.json`` records each server by PID and start time (:mod:`pipeline.proc_identity`): after a
+reboot or once a PID is reused, ``stop_lab`` leaves the process that now has that PID alone. The
+lab can be started again in the same directory any number of times, also after one that was killed
+without ``lab stop``: keys and known_hosts are replaced, stale PIDs are ignored.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -22,7 +28,10 @@ from pipeline.errors import EdgeshipError
 from pipeline.fsutil import atomic_write_json, atomic_write_text
 from pipeline.lab.sshd import SSHServer, sshd_available
 from pipeline.paths import PROJECT_ROOT, results_dir
+from pipeline.proc_identity import is_same_process, start_ticks
+from pipeline.safe_paths import check_owned, require_owned_dir
 
+logger = logging.getLogger(__name__)
 DEVICE_PYTHON = PROJECT_ROOT / ".venv-agent" / "bin" / "python"
 
 
@@ -56,15 +65,17 @@ def start_lab(devices: int = 4, python: Optional[str] = None, profile: Optional[
         raise EdgeshipError("The loopback lab needs OpenSSH's server (/usr/sbin/sshd). Install it with: sudo apt-get install -y openssh-server")
     if devices < 1:
         raise EdgeshipError("The loopback lab needs at least one device.")
+    root = _own_lab_dir()
     stop_lab()
-    root = lab_dir()
     python = python or default_python()
     targets, pids, entries = [], [], []
+    servers: list[dict[str, Any]] = []
     try:
         for i in range(devices):
             name = f"loop-{i}"
             server = SSHServer(root / "servers" / name).start(detach=True)
             pids.append(server.proc.pid)
+            servers.append({"pid": server.proc.pid, "start_ticks": start_ticks(server.proc.pid), "name": name})
             data = server.target_dict(
                 name, root / "devices" / name, python,
                 description="loopback sshd device (this host's CPU, not a board)",
@@ -76,7 +87,7 @@ def start_lab(devices: int = 4, python: Optional[str] = None, profile: Optional[
             targets.append(path)
             entries.append({"name": name, "target": f"targets/{name}.yaml", "tags": ["loopback", "x86"]})
     finally:
-        atomic_write_json(root / "state.json", {"pids": pids})
+        atomic_write_json(root / "state.json", {"servers": servers})
     if with_emulated_pi:
         entries.append(emulated_pi_entry(log))
     inventory: dict[str, Any] = {"name": "loopback-lab", "concurrency": len(entries), "timeout": 900, "retries": 1, "devices": entries}
@@ -87,16 +98,47 @@ def start_lab(devices: int = 4, python: Optional[str] = None, profile: Optional[
     return Lab(inventory=path, targets=targets, pids=pids)
 
 
-def stop_lab() -> int:
-    """End every sshd the lab started (and their sessions); returns how many were running."""
-    state = lab_dir() / "state.json"
+def _own_lab_dir() -> Path:
+    """results/lab and the directories the lab writes in, refused if a link or another user's (see
+    :mod:`pipeline.safe_paths`): as root, the lab's sshd would trust keys someone else can write."""
+    root = require_owned_dir(lab_dir(), "the loopback lab's directory")
+    for sub in ("servers", "targets", "devices", "state.json", "farm.yaml"):
+        check_owned(root / sub, "part of the loopback lab")
+    return root
+
+
+def _recorded_servers(state: Path) -> list[dict[str, Any]]:
     try:
-        pids = json.loads(state.read_text()).get("pids", [])
+        data = json.loads(state.read_text())
     except (OSError, ValueError):
+        return []
+    if not isinstance(data, dict):
+        return []
+    for pid in data.get("pids", []):  # written before start times were recorded: cannot be told apart
+        logger.warning("state file %s names sshd pid %s without its start time; not stopping it", state, pid)
+    servers = data.get("servers", [])
+    return [entry for entry in servers if isinstance(entry, dict)] if isinstance(servers, list) else []
+
+
+def stop_lab() -> int:
+    """End every sshd the lab started (and their sessions); returns how many were running.
+
+    A recorded PID is signalled only while it still names the process we started (same start
+    time) and leads its own process group, as each server does.
+    """
+    state = lab_dir() / "state.json"
+    if not os.path.lexists(state):
         return 0
+    _own_lab_dir()  # a state file someone else wrote could name any process, with its real start time
     stopped = 0
-    for pid in pids:
+    for entry in _recorded_servers(state):
+        pid = entry.get("pid")
+        if not is_same_process(pid, entry.get("start_ticks")):
+            logger.info("lab sshd %s (pid %s) is gone; not signalling that pid", entry.get("name"), pid)
+            continue
         try:
+            if os.getpgid(pid) != pid:
+                continue
             os.killpg(pid, signal.SIGTERM)  # each server leads its own session/process group
             stopped += 1
         except (ProcessLookupError, PermissionError):

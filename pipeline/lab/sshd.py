@@ -4,6 +4,9 @@ Throwaway ed25519 host and client keys (ssh-keygen), its own sshd_config (key-on
 sftp, no PAM), a known_hosts file holding the host key as ``[127.0.0.1]:PORT``, and stop / kill /
 restart. The server runs as the current user (root in CI), so the "device" directory is a plain local
 path the tests can inspect directly.
+
+A server directory can be reused: every ``SSHServer(root)`` replaces the keys, config and
+known_hosts left there by an earlier server (a lab that was stopped or killed).
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
+
+from pipeline.errors import EdgeshipError
+from pipeline.fsutil import atomic_write_text
+from pipeline.safe_paths import insecure_component, open_log
 
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
@@ -34,7 +41,10 @@ def free_port() -> int:
 
 
 def keygen(path: Path, comment: str = "edgeship-test") -> Path:
-    """A passphrase-less ed25519 key pair at ``path`` / ``path.pub``."""
+    """A new passphrase-less ed25519 key pair at ``path`` / ``path.pub``, replacing any pair there
+    (ssh-keygen would ask "Overwrite (y/n)?" and, without a terminal, fail)."""
+    for old in (Path(path), Path(f"{path}.pub")):
+        old.unlink(missing_ok=True)  # a link is removed, never followed
     subprocess.run(
         [SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
         check=True,
@@ -62,6 +72,18 @@ def _descendants(pid: int) -> list[int]:
 
 
 class SSHServer:
+    """One sshd with its own files under ``root``.
+
+    sshd's own ``StrictModes`` stays off: it rejects every path below a world-writable directory,
+    sticky or not, so a server under /tmp (every test's) could not start. Instead, when this
+    process is root (the only case where a planted ``authorized_keys`` or config would hand out
+    root logins), :meth:`start` refuses unless each file sshd reads, and every directory on the
+    way to it, is owned by root and writable by nobody else (a sticky directory such as /tmp
+    excepted: there others cannot rename what is root's). No other user can then change those
+    files later either, which is what StrictModes is for. A non-root sshd can only log in its
+    own user, so it is not checked.
+    """
+
     def __init__(self, root: Path, user: Optional[str] = None):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -70,13 +92,14 @@ class SSHServer:
         self.host_key = keygen(self.root / "ssh_host_ed25519_key", "edgeship-test-host")
         self.client_key = keygen(self.root / "client_ed25519", "edgeship-test-client")
         self.authorized_keys = self.root / "authorized_keys"
-        self.authorized_keys.write_text(Path(f"{self.client_key}.pub").read_text())
+        atomic_write_text(self.authorized_keys, Path(f"{self.client_key}.pub").read_text())
         self.config = self.root / "sshd_config"
         self.log = self.root / "sshd.log"
         self.pidfile = self.root / "sshd.pid"
         self.known_hosts = self.root / "known_hosts"
         self.write_known_hosts()
-        self.config.write_text(
+        atomic_write_text(
+            self.config,
             "\n".join(
                 [
                     f"Port {self.port}",
@@ -101,7 +124,7 @@ class SSHServer:
                     "LogLevel VERBOSE",
                     "",
                 ]
-            )
+            ),
         )
         self.proc: Optional[subprocess.Popen] = None
 
@@ -109,6 +132,7 @@ class SSHServer:
     def start(self, timeout: float = 10.0, detach: bool = False) -> "SSHServer":
         """Start sshd in the foreground of a child process; ``detach`` puts it in its own session
         so it outlives this process (the lab's servers run until ``edgeship lab stop``)."""
+        self._check_files()
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation directory
         self.proc = subprocess.Popen(
             [str(SSHD), "-D", "-f", str(self.config), "-E", str(self.log)],
@@ -132,6 +156,21 @@ class SSHServer:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"sshd did not accept connections on port {self.port} within {timeout} s")
+
+    def _check_files(self) -> None:
+        """The log is never a link (sshd -E follows one); as root, nobody else may change sshd's files."""
+        open_log(self.log).close()
+        if os.geteuid() != 0:
+            return
+        for path in (self.config, self.host_key, self.authorized_keys, self.log):
+            weak = insecure_component(path)
+            if weak is not None:
+                raise EdgeshipError(
+                    f"Refusing to start sshd as root with {path}: {weak} is not owned by root or can be written by "
+                    "other users, so one of them could replace the server's keys or config and log in as root. Use a "
+                    f"directory only root controls (`sudo chown root: {weak} && sudo chmod go-w {weak}`), or run "
+                    "edgeship as that user instead of root."
+                )
 
     def kill(self) -> None:
         """SIGKILL the daemon and every session process it forked (like pulling the plug)."""
@@ -182,13 +221,11 @@ class SSHServer:
 
     def write_known_hosts(self, path: Optional[Path] = None, key_line: Optional[str] = None) -> Path:
         path = Path(path or self.known_hosts)
-        path.write_text(f"{self.known_hosts_name} {key_line or self.host_public_key()}\n")
+        atomic_write_text(path, f"{self.known_hosts_name} {key_line or self.host_public_key()}\n")
         return path
 
     def regenerate_host_key(self) -> None:
         """A new host key (as after reinstalling the device); restart to take effect."""
-        for suffix in ("", ".pub"):
-            Path(f"{self.host_key}{suffix}").unlink()
         keygen(self.host_key, "edgeship-test-host-new")
 
     # -- targets -----------------------------------------------------------------------------
