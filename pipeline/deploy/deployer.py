@@ -4,8 +4,10 @@ Every step is safe to interrupt: the tarball is uploaded to ``releases/<id>.tar.
 renamed, the agent extracts to ``releases/<id>.partial`` and renames after verifying on the device,
 and ``current`` is switched with ``ln -sfn`` to a temporary link plus ``mv -T`` (a rename, atomic).
 So an interrupted deploy leaves the previous release active, and the next run cleans up the
-leftovers and completes. See :mod:`pipeline.deploy.layout` for the device layout and
-:mod:`pipeline.deploy.lock` for the lock behaviour.
+leftovers and completes. Once ``current`` points at the new release the deploy has succeeded:
+failing to record the history or to prune old releases after that is a warning in the result, not
+an error. See :mod:`pipeline.deploy.layout` for the device layout and :mod:`pipeline.deploy.lock`
+for the lock.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Callable, Iterator, Optional
 from pipeline.bundle.manifest import make_tarball, verify_bundle
 from pipeline.config.target import TargetConfig
 from pipeline.deploy.doctor import DoctorReport, run_doctor
-from pipeline.deploy.layout import BUNDLE_ID, Layout
+from pipeline.deploy.layout import Layout, is_bundle_id
 from pipeline.deploy.lock import DEFAULT_STALE_AFTER, DeviceLock
 from pipeline.deploy.remote import Agent, AgentError, DeviceState, read_state
 from pipeline.errors import BundleError, DeployError
@@ -33,6 +35,7 @@ from pipeline.transport.base import ProgressCallback
 log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 100
+LOCK_NEW_MAX_AGE = 600  # s: a lock being taken is renamed into place within moments
 _ACTIVATE = 'cd "$1" && ln -sfn "$2" current.tmp && mv -T current.tmp current'
 
 #: ``step(message)``: human-readable progress ("uploading", "already on device", ...)
@@ -51,6 +54,7 @@ class DeployResult:
     pruned: list[str] = field(default_factory=list)
     agent_uploaded: bool = False
     doctor: Optional[DoctorReport] = field(default=None, repr=False)
+    warnings: list[str] = field(default_factory=list)  # what failed after the switch (the deploy still succeeded)
 
 
 @dataclass
@@ -58,6 +62,7 @@ class RollbackResult:
     target: str
     previous: str  # the release that was active
     current: str  # the release now active
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -140,7 +145,7 @@ def deploy(
             report = run_doctor(target, tr).raise_if_broken()
             agent = Agent(target, tr)
             state = read_state(tr)
-            _clean_leftovers(tr, layout, state)
+            _clean_leftovers(tr, state)
             skipped = False
             if bundle_id in state.releases:
                 try:
@@ -158,7 +163,8 @@ def deploy(
                     try:
                         installed = _install(agent, layout, bundle_id)
                     finally:
-                        tr.run(["rm", "-f", "--", layout.tarball(bundle_id)], check=False)
+                        with contextlib.suppress(DeployError):  # keep the error that got us here
+                            tr.run(["rm", "-f", "--", layout.tarball(bundle_id)], check=False)
                 except DeployError as exc:
                     active = f"{state.current} is still active" if state.current else "no release was active before"
                     raise DeployError(
@@ -172,15 +178,21 @@ def deploy(
                     )
             previous = state.current
             history = list(state.history)
+            warnings: list[str] = []
             if previous != bundle_id:
                 _activate(tr, bundle_id)
-                history.append(bundle_id)
-                _write_history(tr, layout, history)
                 say(f"activated {bundle_id}" + (f" (was {previous})" if previous else ""))
-            elif not history or history[-1] != bundle_id:
+            if not history or history[-1] != bundle_id:
                 history.append(bundle_id)
-                _write_history(tr, layout, history)
-            pruned = _prune(tr, layout, bundle_id, history, state.releases + [bundle_id], target.keep_releases)
+                _after_switch(warnings, say, f"recording {bundle_id} in {layout.history}", lambda: _write_history(tr, layout, history))
+            pruned: list[str] = []
+            releases = state.releases + [bundle_id]
+            _after_switch(
+                warnings,
+                say,
+                "removing old releases",
+                lambda: pruned.extend(_prune(tr, layout, bundle_id, history, releases, target.keep_releases)),
+            )
             if pruned:
                 say(f"removed old releases: {', '.join(pruned)}")
     return DeployResult(
@@ -194,7 +206,19 @@ def deploy(
         pruned=pruned,
         agent_uploaded=report.agent_uploaded,
         doctor=report,
+        warnings=warnings,
     )
+
+
+def _after_switch(warnings: list[str], say: StepCallback, doing: str, action: Callable[[], object]) -> None:
+    """Run a step that follows the switch: its failure is a warning, since the switch has happened."""
+    try:
+        action()
+    except DeployError as exc:
+        text = f"{doing} failed ({exc}); the new release is active all the same"
+        log.warning("%s", text)
+        say(f"warning: {text}")
+        warnings.append(text)
 
 
 def _install(agent: Agent, layout: Layout, bundle_id: str) -> dict:
@@ -209,20 +233,26 @@ def _install(agent: Agent, layout: Layout, bundle_id: str) -> dict:
         raise
 
 
-def _clean_leftovers(tr: Transport, layout: Layout, state: DeviceState) -> None:
-    """Partial uploads/extractions and stray tarballs from interrupted runs (we hold the lock)."""
-    paths = [layout.release(name) for name in state.leftovers]
-    if state.stray_link:
-        paths.append(layout.current + ".tmp")
-    if not paths:
+def _clean_leftovers(tr: Transport, state: DeviceState) -> None:
+    """What interrupted runs leave (names in :mod:`pipeline.deploy.layout`); we hold the lock.
+
+    ``read_state`` reported only names of the project's own patterns, each checked again there;
+    ``rm -rf`` removes a symlink as a link. A ``.lock.new.*`` may be another run taking the lock
+    right now, so only one older than ``LOCK_NEW_MAX_AGE`` is removed.
+    """
+    names = [f"releases/{name}" for name in state.leftovers] + list(state.strays)
+    names += [name for name, age in state.lock_leftovers if not name.startswith(".lock.new.") or age > LOCK_NEW_MAX_AGE]
+    if not names:
         return
-    tr.run(["rm", "-rf", "--", *paths])
-    if state.leftovers:
-        log.info("removed leftovers of an interrupted deploy on %s: %s", tr.where, ", ".join(state.leftovers))
+    result = tr.run(["rm", "-rf", "--", *[tr.path(name) for name in names]], check=False)
+    if result.ok:
+        log.info("removed leftovers of interrupted runs on %s: %s", tr.where, ", ".join(names))
+    else:
+        log.warning("could not remove all leftovers of interrupted runs on %s: %s", tr.where, result.stderr.strip())
 
 
 def _activate(tr: Transport, bundle_id: str) -> None:
-    if not BUNDLE_ID.match(bundle_id):  # never point `current` at anything but a bundle id
+    if not is_bundle_id(bundle_id):  # never point `current` at anything but a bundle id
         raise DeployError(f"Refusing to activate '{bundle_id}': not a bundle id.")
     tr.run(sh_script(_ACTIVATE, tr.remote_dir, Layout.link_target(bundle_id)))
 
@@ -291,8 +321,9 @@ def rollback(
                     f"{tr.where} ({exc.detail}). {state.current} stays active."
                 ) from None
             _activate(tr, to)
-            _write_history(tr, layout, history)
-            return RollbackResult(target=target.name, previous=state.current, current=to)
+            warnings: list[str] = []
+            _after_switch(warnings, lambda _: None, f"recording the rollback in {layout.history}", lambda: _write_history(tr, layout, history))
+            return RollbackResult(target=target.name, previous=state.current, current=to, warnings=warnings)
 
 
 # ---------------------------------------------------------------------------------- releases

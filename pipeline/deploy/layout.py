@@ -10,7 +10,14 @@
       current -> releases/<id>     the active release (relative symlink, switched with a rename)
       history                      activated bundle ids, oldest first (rollback walks it backwards)
       runs/                        profile records in flight (fetched, then deleted)
-      .lock/owner                  present while a deploy/rollback/profile holds the device
+      .lock/                       present while a deploy/rollback/profile holds the device
+                                   (owner, heartbeat, token.<token>: see pipeline.deploy.lock)
+
+Leftovers of interrupted runs, removed by the next deploy (it holds the lock): the ``.partial``
+names above and ``bin/agent.py.partial``, ``history.partial`` (uploads of ``put``),
+``current.tmp`` (a switch), ``releases/<id>.broken-<pid>/`` (an agent replacing a broken release)
+and ``.lock.new.*`` / ``.lock.dead.*`` / ``.lock.broken.*`` (taking, breaking or releasing the lock).
+Only these exact name patterns are ever removed, and a symlink is removed as a link, never followed.
 """
 
 from __future__ import annotations
@@ -27,7 +34,17 @@ HISTORY = "history"
 RUNS = "runs"
 LOCK = ".lock"
 
-BUNDLE_ID = re.compile(r"^[0-9a-f]{16}$")
+BUNDLE_ID = re.compile(r"[0-9a-f]{16}")  # always with fullmatch: "$" would accept a trailing newline
+#: leftovers under releases/: a tarball or half upload, a half extraction, a replaced broken release
+RELEASE_LEFTOVER = re.compile(r"[0-9a-f]{16}(\.tar\.gz|\.tar\.gz\.partial|\.partial|\.broken-[0-9]+)")
+#: leftovers next to .lock: a lock being taken (by token), condemned ones (this and older versions)
+LOCK_LEFTOVER = re.compile(r"\.lock\.(new|dead|broken)\.[0-9a-f]+")
+#: uploads of Transport.put outside releases/ (the agent and the history), relative to remote_dir
+PUT_LEFTOVERS = (f"{AGENT}.partial", f"{HISTORY}.partial")
+
+
+def is_bundle_id(name: str) -> bool:
+    return BUNDLE_ID.fullmatch(name) is not None
 
 
 class Layout:

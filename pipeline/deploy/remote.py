@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from pipeline.config.target import TargetConfig
-from pipeline.deploy.layout import BUNDLE_ID, Layout
+from pipeline.deploy.layout import LOCK_LEFTOVER, PUT_LEFTOVERS, RELEASE_LEFTOVER, Layout, is_bundle_id
 from pipeline.errors import DeployError
 from pipeline.fsutil import sha256_file
 from pipeline.paths import agent_path
@@ -145,19 +145,37 @@ class DeviceState:
 
     current: Optional[str] = None
     releases: list[str] = field(default_factory=list)  # complete release directories (bundle ids)
-    leftovers: list[str] = field(default_factory=list)  # partial uploads/extractions, stray tarballs
+    leftovers: list[str] = field(default_factory=list)  # under releases/: partial uploads/extractions, tarballs, .broken-PID
     history: list[str] = field(default_factory=list)  # activated ids, oldest first
-    stray_link: bool = False  # a current.tmp left by an interrupted switch
+    strays: list[str] = field(default_factory=list)  # current.tmp and put's .partial files, relative to remote_dir
+    lock_leftovers: list[tuple[str, int]] = field(default_factory=list)  # (.lock.new/dead/broken.* name, age s)
+
+    @property
+    def stray_link(self) -> bool:
+        """A current.tmp left by an interrupted switch."""
+        return "current.tmp" in self.strays
 
 
+# Lists names only; what is removed is decided on the host against the patterns in layout.py.
 _STATE_SCRIPT = r"""
 cd "$1" 2>/dev/null || exit 0
 printf 'current\t%s\n' "$(readlink current 2>/dev/null)"
 if [ -e current.tmp ] || [ -L current.tmp ]; then printf 'stray\tcurrent.tmp\n'; fi
+shift
+for f in "$@"; do
+  if [ -f "$f" ] && [ ! -L "$f" ]; then printf 'stray\t%s\n' "$f"; fi
+done
 for f in releases/* releases/.[!.]*; do
   [ -e "$f" ] || [ -L "$f" ] || continue
   if [ -d "$f" ] && [ ! -L "$f" ]; then t=d; else t=f; fi
   printf 'entry\t%s\t%s\n' "$t" "${f#releases/}"
+done
+now=$(date +%s)
+for f in .lock.?*; do
+  if [ -d "$f" ] && [ ! -L "$f" ]; then
+    m=$(stat -c %Y "$f" 2>/dev/null) || m=$now
+    printf 'lockdir\t%s\t%s\n' "$((now - m))" "$f"
+  fi
 done
 if [ -f history ]; then
   while IFS= read -r line || [ -n "$line" ]; do printf 'history\t%s\n' "$line"; done < history
@@ -166,22 +184,24 @@ fi
 
 
 def read_state(transport: Transport) -> DeviceState:
-    out = transport.run(sh_script(_STATE_SCRIPT, transport.remote_dir)).stdout
+    out = transport.run(sh_script(_STATE_SCRIPT, transport.remote_dir, *PUT_LEFTOVERS)).stdout
     state = DeviceState()
     for line in out.splitlines():
         parts = line.split("\t")
         if parts[0] == "current" and len(parts) == 2 and parts[1]:
             name = posixpath.basename(parts[1].rstrip("/"))
-            state.current = name if BUNDLE_ID.match(name) else None
+            state.current = name if is_bundle_id(name) else None
         elif parts[0] == "entry" and len(parts) == 3:
             kind, name = parts[1], parts[2]
-            if kind == "d" and BUNDLE_ID.match(name):
+            if kind == "d" and is_bundle_id(name):
                 state.releases.append(name)
-            elif name.endswith(".partial") or (name.endswith(".tar.gz") and BUNDLE_ID.match(name[: -len(".tar.gz")])):
-                state.leftovers.append(name)
-        elif parts[0] == "stray":
-            state.stray_link = True
-        elif parts[0] == "history" and len(parts) == 2 and BUNDLE_ID.match(parts[1].strip()):
+            elif (leftover := RELEASE_LEFTOVER.fullmatch(name)) and (kind == "d" or ".broken-" not in leftover.group(1)):
+                state.leftovers.append(name)  # the agent's .broken-PID is a directory: leave files and links of that name
+        elif parts[0] == "stray" and len(parts) == 2 and parts[1] in ("current.tmp", *PUT_LEFTOVERS):
+            state.strays.append(parts[1])
+        elif parts[0] == "lockdir" and len(parts) == 3 and LOCK_LEFTOVER.fullmatch(parts[2]) and parts[1].lstrip("-").isdigit():
+            state.lock_leftovers.append((parts[2], int(parts[1])))
+        elif parts[0] == "history" and len(parts) == 2 and is_bundle_id(parts[1].strip()):
             state.history.append(parts[1].strip())
     state.releases.sort()
     return state
