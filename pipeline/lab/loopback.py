@@ -54,6 +54,7 @@ def emulated_pi_entry(log=lambda _: None) -> dict[str, Any]:
     """Start (building once if needed) the emulated Raspberry Pi and describe it for the inventory."""
     from pipeline import emu
 
+    emu.build_image(log=log)  # the cached image when it matches the recipe, else built once
     state = emu.start(log=log)
     return {"name": emu.TARGET_NAME, "target": str(state.target_file), "tags": ["emulated", "arm", "rpi4"]}
 

@@ -166,3 +166,21 @@ def test_root_sshd_refuses_keys_another_user_could_replace(tmp_path: Path) -> No
     finally:
         server.kill()
     assert server.proc is None
+
+
+def test_the_emulated_pi_entry_builds_the_image_before_starting_it(monkeypatch: pytest.MonkeyPatch):
+    """`lab start --with-emulated-pi` on a fresh clone has no image yet: it must build (or reuse)
+    it first, not stop at "build it first"."""
+    from pipeline import emu
+    from pipeline.lab.loopback import emulated_pi_entry
+
+    calls: list[str] = []
+
+    class Started:
+        target_file = Path("/x/emu-rpi4.yaml")
+
+    monkeypatch.setattr(emu, "build_image", lambda log=None: calls.append("build"))
+    monkeypatch.setattr(emu, "start", lambda log=None: calls.append("start") or Started())
+    entry = emulated_pi_entry()
+    assert calls == ["build", "start"]
+    assert entry["target"] == "/x/emu-rpi4.yaml" and "emulated" in entry["tags"]
