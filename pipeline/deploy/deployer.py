@@ -4,10 +4,10 @@ Every step is safe to interrupt: the tarball is uploaded to ``releases/<id>.tar.
 renamed, the agent extracts to ``releases/<id>.partial`` and renames after verifying on the device,
 and ``current`` is switched with ``ln -sfn`` to a temporary link plus ``mv -T`` (a rename, atomic).
 So an interrupted deploy leaves the previous release active, and the next run cleans up the
-leftovers and completes. Once ``current`` points at the new release the deploy has succeeded:
-failing to record the history or to prune old releases after that is a warning in the result, not
-an error. See :mod:`pipeline.deploy.layout` for the device layout and :mod:`pipeline.deploy.lock`
-for the lock.
+leftovers and completes. Just before the switch the run checks it still holds the device lock.
+Once ``current`` points at the new release the deploy has succeeded: failing to record the history
+or to prune old releases after that is a warning in the result, not an error. See
+:mod:`pipeline.deploy.layout` for the device layout and :mod:`pipeline.deploy.lock` for the lock.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def deploy(
     with connected(target, transport) as tr:
         layout = Layout(tr)
         tr.run(["mkdir", "-p", layout.bin_dir, layout.releases, layout.runs])
-        with _lock(target, tr, f"deploy {bundle_id}", lock_wait, stale_after):
+        with _lock(target, tr, f"deploy {bundle_id}", lock_wait, stale_after) as lock:
             report = run_doctor(target, tr).raise_if_broken()
             agent = Agent(target, tr)
             state = read_state(tr)
@@ -180,6 +180,7 @@ def deploy(
             history = list(state.history)
             warnings: list[str] = []
             if previous != bundle_id:
+                lock.ensure_held()
                 _activate(tr, bundle_id)
                 say(f"activated {bundle_id}" + (f" (was {previous})" if previous else ""))
             if not history or history[-1] != bundle_id:
@@ -297,7 +298,7 @@ def rollback(
     """Activate the release that was active before the current one (by deploy order)."""
     with connected(target, transport) as tr:
         layout = Layout(tr)
-        with _lock(target, tr, "rollback", lock_wait, stale_after):
+        with _lock(target, tr, "rollback", lock_wait, stale_after) as lock:
             state = read_state(tr)
             if state.current is None:
                 raise DeployError(f"Target '{target.name}' ({tr.where}) has no active release, so there is nothing to roll back.")
@@ -320,6 +321,7 @@ def rollback(
                     f"Cannot roll back target '{target.name}' to {to}: that release no longer verifies on "
                     f"{tr.where} ({exc.detail}). {state.current} stays active."
                 ) from None
+            lock.ensure_held()
             _activate(tr, to)
             warnings: list[str] = []
             _after_switch(warnings, lambda _: None, f"recording the rollback in {layout.history}", lambda: _write_history(tr, layout, history))
