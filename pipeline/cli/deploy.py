@@ -176,6 +176,7 @@ def deploy(
                     "current": result.current,
                     "seconds": round(result.seconds, 3),
                     "pruned": result.pruned,
+                    "warnings": result.warnings,
                     "profile_path": str(run.path) if run else None,
                     "profile": run.record if run else None,
                 },
@@ -203,6 +204,8 @@ def rollback(target: str, wait_lock: float) -> None:
     cfg = _load(target)
     result = do_rollback(cfg, lock_wait=wait_lock)
     _console().print(f"rolled back {cfg.name}: {result.previous} → {result.current}")
+    for warning in result.warnings:
+        _console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}")
 
 
 @main.command()

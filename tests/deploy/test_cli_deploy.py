@@ -89,3 +89,4 @@ def test_cli_deploy_over_ssh_with_json_output(sshd, tmp_path, tiny_bundle_int8, 
     assert result.exit_code == 0, result.output
     data = json.loads(result.output[result.output.index("{"):])
     assert data["bundle_id"] == tiny_bundle_int8.name and data["profile"]["runtime"]["name"] == "tflite_runtime"
+    assert data["warnings"] == []  # nothing failed after the switch
