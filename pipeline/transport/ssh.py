@@ -1,6 +1,6 @@
 """The SSH transport (paramiko).
 
-Security rules (ARCHITECTURE.md): host keys are checked against the target's known_hosts file; an
+Security rules (docs/ARCHITECTURE.md, "Transports and SSH rules"): host keys are checked against the target's known_hosts file; an
 unknown key is refused unless the target says ``host_key_policy: accept-new`` (then it is recorded,
 atomically: known_hosts.py); a changed key is always refused. Key-file or ssh-agent authentication
 only. Every remote word is quoted. Connect, banner, auth and command timeouts are always set, and a
