@@ -71,7 +71,8 @@ rollback: setup
 
 # Nightly without hardware: loopback sshd devices plus, as root, the emulated Raspberry Pi
 # (results/lab/farm.yaml), unless INVENTORY names your farm.
-# Exit code: 0 all well, 1 regression, 2 devices unreachable with no regression.
+# `edgeship nightly` exits 0 all well, 1 regression, 2 devices unreachable with no regression; make itself
+# turns any non-zero status into 2, so read the printed summary (or run `edgeship nightly`) for which.
 nightly: setup agent-venv
 	@if [ "$(INVENTORY)" = "results/lab/farm.yaml" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then $(EDGESHIP) lab start --devices $(LAB_DEVICES) --with-emulated-pi; \
