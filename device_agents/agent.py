@@ -10,7 +10,8 @@ The command interface, exit codes and the profile record are fixed by ``device_a
 
     agent.py doctor [--runtime R]
     agent.py verify BUNDLE_DIR
-    agent.py install TARBALL RELEASES_DIR
+    agent.py install TARBALL RELEASES_DIR [--max-members N] [--max-file-mb MB] [--max-total-mb MB]
+                     [--max-ratio R]
     agent.py profile BUNDLE_DIR --target NAME [--threads N] [--runs N] [--min-seconds S]
                      [--warmup N] [--runtime auto|ai_edge_litert|tflite_runtime|tensorflow|onnxruntime]
                      [--emulated] [--benchmark-model PATH|auto] [--output FILE]
@@ -188,6 +189,22 @@ def _refuse_constant(name):
     raise ValueError("%s is not JSON" % name)
 
 
+def read_regular_file(path, limit):
+    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes.
+
+    Never through a symlink, and never a FIFO or device: opening a FIFO blocks until a writer
+    comes, and /dev/zero never ends (O_NONBLOCK makes the open of a FIFO return at once).
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError("larger than %s" % _mb(limit))
+    return data
+
+
 def read_manifest(bundle_dir):
     """Load ``manifest.json`` as strict JSON (no NaN or infinities, as the host writes it).
 
@@ -197,11 +214,11 @@ def read_manifest(bundle_dir):
         raise VerificationError("Bundle %s is not a directory." % bundle_dir)
     path = os.path.join(bundle_dir, MANIFEST)
     try:
-        with open(path, "r", encoding="utf-8") as handle:
-            manifest = json.load(handle, parse_constant=_refuse_constant, parse_float=_finite_float)
+        text = read_regular_file(path, MAX_MANIFEST_BYTES).decode("utf-8")
+        manifest = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except FileNotFoundError:
         raise VerificationError("Bundle %s has no %s." % (bundle_dir, MANIFEST))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise VerificationError("Bundle manifest %s is unreadable or not strict JSON: %s." % (path, exc))
     if not isinstance(manifest, dict):
         raise VerificationError("Bundle manifest %s is not a JSON object." % path)
