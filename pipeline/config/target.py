@@ -30,7 +30,7 @@ RUNTIMES: tuple[str, ...] = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 # model.onnx (profile ``export: {onnx: true}``) with it; bundles without one use the TFLite runtimes.
 EXTRA_RUNTIMES: tuple[str, ...] = ("onnxruntime",)
 HOST_PYTHON = "host"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # fullmatch: "$" would let a trailing newline through
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # target and device names; fullmatch: "$" would let a trailing newline through
 # The deployer creates, replaces and deletes entries under remote_dir, so it must be a directory
 # edgeship owns: never the file system root, a system directory, or somebody's home itself.
 _SYSTEM_DIRS = frozenset(
@@ -114,7 +114,7 @@ class TargetConfig(Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.fullmatch(value):
+        if not NAME.fullmatch(value):
             raise ValueError("use letters, digits, '.', '_' and '-' only (it names a results folder)")
         return value
 

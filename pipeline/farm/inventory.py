@@ -26,13 +26,12 @@ from pydantic import Field, field_validator, model_validator
 
 from pipeline.config.loader import read_yaml, validate
 from pipeline.config.profile import Strict
-from pipeline.config.target import TargetConfig, load_target
+from pipeline.config.target import NAME, TargetConfig, load_target
 from pipeline.errors import ConfigError
 from pipeline.paths import builtin_targets_dir
 
 # Used with fullmatch: "^...$" would let a trailing newline through.
 _TAG = re.compile(r"[a-z0-9][a-z0-9._-]*")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class DeviceEntry(Strict):
@@ -44,7 +43,7 @@ class DeviceEntry(Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.fullmatch(value):
+        if not NAME.fullmatch(value):
             raise ValueError("use letters, digits, '.', '_' and '-' only")
         return value
 

@@ -48,6 +48,7 @@ import numpy as np
 
 from pipeline.errors import EdgeshipError
 from pipeline.paths import PROJECT_ROOT
+from pipeline.proc_identity import start_ticks
 from pipeline.sqlite_store import SQLiteStore
 
 SCHEMA_VERSION = 1
@@ -178,15 +179,9 @@ def _parse_time(text: Optional[str]) -> Optional[_dt.datetime]:
 
 
 def _process_start(pid: int) -> Optional[str]:
-    """Start time of ``pid`` in clock ticks since boot (Linux), to tell a live pid from a reused one."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read().decode("ascii", "replace")
-    except OSError:
-        return None
-    # Field 2 (comm) may contain spaces and parentheses; everything after the last ')' is fixed.
-    fields = stat.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else None
+    """Start time of ``pid`` as the store keeps it (TEXT), to tell a live pid from a reused one."""
+    ticks = start_ticks(pid)
+    return None if ticks is None else str(ticks)
 
 
 def _pid_alive(pid: int, pid_start: Optional[str]) -> bool:
