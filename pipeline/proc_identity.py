@@ -7,6 +7,7 @@ restart from 1 after a reboot). The start time (clock ticks after boot, field 22
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,3 +27,18 @@ def is_same_process(pid: Any, ticks: Any) -> bool:
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or not isinstance(ticks, int):
         return False
     return start_ticks(pid) == ticks
+
+
+def pid_alive(pid: int, recorded_ticks: Optional[int] = None) -> bool:
+    """True if ``pid`` exists (any user's) and, when its start time was recorded, still has it:
+    a pid reused by another process is not alive."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, another user's
+    if recorded_ticks is None:
+        return True
+    current = start_ticks(pid)
+    return current is None or current == recorded_ticks

@@ -59,7 +59,7 @@ from typing import Any, Callable, Optional
 
 from pipeline.deploy.layout import Layout
 from pipeline.errors import DeployError
-from pipeline.proc_identity import start_ticks
+from pipeline.proc_identity import pid_alive, start_ticks
 from pipeline.transport.base import Transport, sh_script
 
 log = logging.getLogger(__name__)
@@ -161,14 +161,8 @@ def holder_alive(owner: dict[str, Any]) -> Optional[bool]:
         return None
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, another user's
-    recorded, started = owner.get("pid_start"), start_ticks(pid)
-    return not (isinstance(recorded, int) and started is not None and started != recorded)
+    recorded = owner.get("pid_start")
+    return pid_alive(pid, recorded if isinstance(recorded, int) else None)
 
 
 # ---------------------------------------------------------------------------------- the device clock

@@ -48,7 +48,7 @@ import numpy as np
 
 from pipeline.errors import EdgeshipError
 from pipeline.paths import PROJECT_ROOT
-from pipeline.proc_identity import start_ticks
+from pipeline.proc_identity import pid_alive, start_ticks
 from pipeline.sqlite_store import SQLiteStore
 
 SCHEMA_VERSION = 1
@@ -185,17 +185,7 @@ def _process_start(pid: int) -> Optional[str]:
 
 
 def _pid_alive(pid: int, pid_start: Optional[str]) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    if pid_start is not None:
-        current = _process_start(pid)
-        if current is not None and current != pid_start:
-            return False  # the pid was reused by another process
-    return True
+    return pid_alive(pid, int(pid_start) if pid_start and pid_start.isdigit() else None)
 
 
 def tool_info() -> dict[str, Any]:
