@@ -17,6 +17,7 @@ import numpy as np
 from pipeline.bench.common import target, write_result
 from pipeline.bench.variants import bundle_for_mode
 from pipeline.config.target import load_target, parse_target
+from pipeline.deploy.record import ProfileRecord
 from pipeline.lab.loopback import default_python
 from pipeline.lab.sshd import SSHServer
 from pipeline.progress import Progress
@@ -34,7 +35,7 @@ def bare_loop_p50(bundle: Path, threads: int, runs: int = 2000) -> float:
     return p50_invoke_ms((bundle / "model.tflite").read_bytes(), image, runs=runs, threads=threads, warmup=50)
 
 
-def _local_record(bundle: Path, runs: int, seconds: float) -> dict[str, Any]:
+def _local_record(bundle: Path, runs: int, seconds: float) -> ProfileRecord:
     from pipeline.deploy import deploy, profile
 
     local = load_target("local")
@@ -65,11 +66,11 @@ def _ssh_deploy_and_profile(bundle: Path, device_python: str) -> dict[str, Any]:
         "deploy_and_profile_seconds": round(deploy_and_profile, 2),
         "redeploy_seconds": round(redeploy, 3),
         "redeploy_skipped_upload": again.skipped_upload,
-        "runtime": record["runtime"],
-        "p50_ms": record["latency_ms"]["p50"],
-        "eval_images": record["accuracy"]["count"],
-        "agreement_with_host": record["accuracy"]["agreement_with_host"],
-        "disagreements": record["accuracy"].get("disagreements", []),
+        "runtime": record.raw.get("runtime"),
+        "p50_ms": record.latency.p50,
+        "eval_images": record.accuracy.count,
+        "agreement_with_host": record.accuracy.agreement_with_host,
+        "disagreements": list(record.accuracy.disagreements),
     }
 
 
@@ -83,7 +84,7 @@ def run(profile_name: str = "default", progress: Progress | None = None) -> dict
     local_int8 = _local_record(int8, runs=1000, seconds=2.0)
     bare = bare_loop_p50(int8, threads=local.threads)
     local_float = _local_record(float32, runs=1000, seconds=2.0)
-    agent_p50 = local_int8["latency_ms"]["p50"]
+    agent_p50 = local_int8.latency.p50
     overhead = agent_p50 / bare - 1
     payload = {
         "profile": profile_name,
@@ -91,20 +92,20 @@ def run(profile_name: str = "default", progress: Progress | None = None) -> dict
         "ssh": ssh,
         "ssh_ai_edge_litert": ssh_litert,
         "local": {
-            "runtime": local_int8["runtime"],
+            "runtime": local_int8.raw.get("runtime"),
             "int8_p50_ms": agent_p50,
-            "float32_p50_ms": local_float["latency_ms"]["p50"],
+            "float32_p50_ms": local_float.latency.p50,
             "bare_loop_int8_p50_ms": round(bare, 5),
-            "int8_over_float32_p50": round(agent_p50 / local_float["latency_ms"]["p50"], 3),
-            "int8_top1": local_int8["accuracy"]["top1"],
-            "float32_top1": local_float["accuracy"]["top1"],
+            "int8_over_float32_p50": round(agent_p50 / local_float.latency.p50, 3),
+            "int8_top1": local_int8.accuracy.top1,
+            "float32_top1": local_float.accuracy.top1,
         },
         "targets": {
             "ssh_deploy_plus_profile_s_le_10": target(ssh["deploy_and_profile_seconds"], 10, False),
             "ssh_deploy_plus_profile_s_le_10_ai_edge_litert_device": target(ssh_litert["deploy_and_profile_seconds"], 10, False),
             "redeploy_unchanged_s_le_1": target(ssh["redeploy_seconds"], 1, False),
             "agent_p50_within_10pct_of_bare_loop": target(round(abs(overhead) * 100, 2), 10, False),
-            "int8_over_float32_p50_ratio": {"value": round(agent_p50 / local_float["latency_ms"]["p50"], 3), "met": None},
+            "int8_over_float32_p50_ratio": {"value": round(agent_p50 / local_float.latency.p50, 3), "met": None},
         },
     }
     write_result("deploy", payload)

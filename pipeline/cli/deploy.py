@@ -9,11 +9,15 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import click
 
+from pipeline import formatting as fmt
 from pipeline.cli import main
+
+if TYPE_CHECKING:
+    from pipeline.deploy.record import ProfileRecord
 
 _TARGET_HELP = "a name in targets/ (rpi4, local, ...) or a path to a target YAML file"
 
@@ -24,49 +28,29 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr)
 
 
-def _fmt(value: Any, unit: str = "", digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}{unit}"
-    return f"{value}{unit}"
-
-
-def _ms(value: Any) -> str:
-    if not isinstance(value, (int, float)):
-        return "-"
-    if value < 1:
-        return f"{value:.4f} ms"
-    return f"{value:.2f} ms" if value < 100 else f"{value:.1f} ms"
-
-
-def profile_table(record: dict[str, Any], title: Optional[str] = None):
+def profile_table(record: ProfileRecord, title: Optional[str] = None):
     """The headline numbers of a profile record as a rich table."""
     from rich.table import Table
 
-    lat = record.get("latency_ms") or {}
-    mem = record.get("memory") or {}
-    acc = record.get("accuracy") or {}
-    rt = record.get("runtime") or {}
-    dev = record.get("device") or {}
-    table = Table(title=title or f"profile of {record.get('bundle_id')} on {record.get('target')}", show_header=True)
+    lat, mem, acc, rt, dev = record.latency, record.memory, record.accuracy, record.runtime, record.device
+    table = Table(title=title or f"profile of {record.bundle_id} on {record.target}", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     rows = [
-        ("latency p50", _ms(lat.get("p50"))),
-        ("latency p90", _ms(lat.get("p90"))),
-        ("latency p99", _ms(lat.get("p99"))),
-        ("mean ± std", f"{_ms(lat.get('mean'))} ± {_ms(lat.get('std'))}"),
-        ("timed runs", _fmt(lat.get("count"))),
-        ("init", _ms(lat.get("init"))),
-        ("first invoke", _ms(lat.get("first"))),
-        ("peak RSS", _fmt(mem.get("peak_rss_mb"), " MB", 1)),
-        ("top-1 accuracy", _fmt(acc.get("top1"), "", 4) + (f" (n={acc.get('count')})" if acc.get("count") is not None else "")),
-        ("agreement with host", _fmt(acc.get("agreement_with_host"), "", 4)),
-        ("runtime", f"{rt.get('name', '-')} {rt.get('version', '')}".strip()),
-        ("threads (requested/used)", f"{_fmt(rt.get('threads_requested'))}/{_fmt(rt.get('threads_used'))}"),
-        ("delegate", _fmt(rt.get("delegate"))),
-        ("device", f"{dev.get('machine', '-')} {dev.get('cpu_model') or ''}".strip()),
+        ("latency p50", fmt.ms(lat.p50)),
+        ("latency p90", fmt.ms(lat.p90)),
+        ("latency p99", fmt.ms(lat.p99)),
+        ("mean ± std", f"{fmt.ms(lat.mean)} ± {fmt.ms(lat.std)}"),
+        ("timed runs", fmt.general(lat.count)),
+        ("init", fmt.ms(lat.init)),
+        ("first invoke", fmt.ms(lat.first)),
+        ("peak RSS", fmt.number(mem.peak_rss_mb, ".1f", suffix=" MB")),
+        ("top-1 accuracy", fmt.number(acc.top1, ".4f") + (f" (n={acc.count})" if acc.count is not None else "")),
+        ("agreement with host", fmt.number(acc.agreement_with_host, ".4f")),
+        ("runtime", f"{rt.name or fmt.MISSING} {rt.version or ''}".strip()),
+        ("threads (requested/used)", f"{fmt.general(rt.threads_requested)}/{fmt.general(rt.threads_used)}"),
+        ("delegate", rt.delegate or fmt.MISSING),
+        ("device", f"{dev.machine or fmt.MISSING} {dev.cpu_model or ''}".strip()),
     ]
     for name, value in rows:
         table.add_row(name, value)
@@ -178,7 +162,7 @@ def deploy(
                     "pruned": result.pruned,
                     "warnings": result.warnings,
                     "profile_path": str(run.path) if run else None,
-                    "profile": run.record if run else None,
+                    "profile": run.record.to_json() if run else None,
                 },
                 indent=2,
             )
@@ -189,7 +173,7 @@ def deploy(
     out.print(f"deployed {result.bundle_id} to {cfg.name} ({what}); active: {switch}; {result.seconds:.1f}s")
     if run is not None:
         out.print(profile_table(run.record))
-        for warning in run.record.get("warnings") or []:
+        for warning in run.record.warnings:
             err.print(f"[yellow]warning:[/yellow] {warning}")
         out.print(f"record: {run.path}")
 
@@ -282,11 +266,11 @@ def profile_cmd(
     cfg = _load(target)
     run = do_profile(cfg, runs=runs, min_seconds=min_seconds, warmup=warmup, threads=threads, runtime=runtime, lock_wait=wait_lock)
     if as_json:
-        click.echo(json.dumps(run.record, indent=2))
+        click.echo(json.dumps(run.record.to_json(), indent=2))
         return
     out = _console()
     out.print(profile_table(run.record))
-    for warning in run.record.get("warnings") or []:
+    for warning in run.record.warnings:
         _console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}")
     out.print(f"record: {run.path}")
 

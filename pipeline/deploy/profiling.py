@@ -7,18 +7,20 @@ The record (schema in device_agents/README.md) is written by the agent to
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
+from pipeline.clock import utc_stamp
 from pipeline.config.target import TargetConfig
 from pipeline.deploy.deployer import connected
 from pipeline.deploy.doctor import DoctorReport, run_doctor
+from pipeline.deploy.exit_codes import AgentExit
 from pipeline.deploy.layout import Layout
 from pipeline.deploy.lock import DEFAULT_STALE_AFTER, DeviceLock
+from pipeline.deploy.record import ProfileRecord
 from pipeline.deploy.remote import Agent, AgentError, read_state
 from pipeline.errors import DeployError
 from pipeline.fsutil import atomic_write_json
@@ -28,12 +30,12 @@ from pipeline.transport import Transport
 
 @dataclass
 class ProfileRun:
-    record: dict[str, Any]
+    record: ProfileRecord
     path: Path  # where the record was stored on the host
 
     @property
     def bundle_id(self) -> str:
-        return self.record["bundle_id"]
+        return self.record.bundle_id or ""
 
 
 def profile(
@@ -73,7 +75,7 @@ def profile(
                     f"Target '{target.name}' ({tr.where}) has no active release to profile; run `edgeship deploy {target.name}` first."
                 )
             bundle_id = state.current
-            stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+            stamp = utc_stamp(fraction=True)
             remote_out = f"{layout.runs}/{bundle_id}-{stamp}.json"
             args = [
                 "profile",
@@ -99,13 +101,13 @@ def profile(
             try:
                 agent.call(args, timeout=timeout, stdout_json=False)
             except AgentError as exc:
-                if exc.code == 3:
+                if exc.code == AgentExit.VERIFY:
                     raise DeployError(
                         f"Refusing to profile target '{target.name}': the active release {bundle_id} at "
                         f"{layout.release(bundle_id)} on {tr.where} failed verification, so its files cannot be trusted "
                         f"({exc.detail}). Redeploy the bundle (`edgeship deploy {target.name} --bundle ...`) to replace it."
                     ) from None
-                if exc.code == 4:
+                if exc.code == AgentExit.RUNTIME:
                     raise DeployError(
                         f"Target '{target.name}' ({tr.where}): the runtime '{chosen}' could not be loaded by the agent "
                         f"({exc.detail}). Check `edgeship doctor {target.name}`."
@@ -118,25 +120,25 @@ def profile(
                 finally:
                     tr.run(["rm", "-f", "--", remote_out], check=False)
                 try:
-                    record = json.loads(local.read_text(encoding="utf-8"))
+                    record = ProfileRecord.parse(json.loads(local.read_text(encoding="utf-8")))
                 except ValueError as exc:
-                    raise DeployError(f"The profile record fetched from {tr.where}:{remote_out} is not JSON: {exc}.") from None
-    if not isinstance(record, dict) or record.get("bundle_id") != bundle_id:
+                    raise DeployError(f"The profile record fetched from {tr.where}:{remote_out} is not a JSON object: {exc}.") from None
+    if record.bundle_id != bundle_id:
         raise DeployError(
-            f"The profile record from target '{target.name}' is for bundle {record.get('bundle_id') if isinstance(record, dict) else '?'}, "
+            f"The profile record from target '{target.name}' is for bundle {record.bundle_id or '?'}, "
             f"but the active release is {bundle_id}."
         )
     return ProfileRun(record=record, path=store_record(target.name, record))
 
 
-def store_record(target_name: str, record: dict[str, Any]) -> Path:
+def store_record(target_name: str, record: ProfileRecord) -> Path:
     """``results/profiles/<target>/<bundle id>/<timestamp>.json``, written atomically, never overwritten."""
-    folder = profiles_results_dir() / target_name / record["bundle_id"]
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    folder = profiles_results_dir() / target_name / (record.bundle_id or "unknown")
+    stamp = utc_stamp()
     path = folder / f"{stamp}.json"
     n = 1
     while path.exists():
         path = folder / f"{stamp}-{n}.json"
         n += 1
-    atomic_write_json(path, record)
+    atomic_write_json(path, record.to_json())
     return path

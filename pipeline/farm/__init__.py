@@ -28,7 +28,6 @@ from pipeline.farm.store import (
     ResultsStore,
     Run,
     StoreError,
-    invalid_reasons,
 )
 
 __all__ = [
@@ -49,7 +48,6 @@ __all__ = [
     "check_run",
     "compare",
     "exit_code",
-    "invalid_reasons",
     "learn_noise_floor",
     "load_verdicts",
     "summarize",

@@ -74,6 +74,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from pipeline.deploy.record import ProfileRecord
 from pipeline.farm.store import Baseline, NoiseFloor, Result, ResultsStore
 
 STATUSES = ("pass", "regression", "improvement", "no-baseline", "invalid", "unreachable", "failed")
@@ -409,15 +410,11 @@ def check_memory(baseline: Result, candidate: Result, *, policy: Policy = DEFAUL
 
 def _runtime_notes(baseline: Result, candidate: Result) -> list[str]:
     notes = []
-    b_rt = (baseline.record or {}).get("runtime") or {}
-    c_rt = (candidate.record or {}).get("runtime") or {}
-    for key in ("name", "version", "threads_used", "delegate"):
-        if b_rt.get(key) != c_rt.get(key):
-            notes.append(f"runtime {key} changed: baseline {b_rt.get(key)!r}, now {c_rt.get(key)!r}")
-    b_acc = (baseline.record or {}).get("accuracy") or {}
-    c_acc = (candidate.record or {}).get("accuracy") or {}
-    if b_acc.get("count") != c_acc.get("count"):
-        notes.append(f"eval subset size differs: baseline {b_acc.get('count')}, now {c_acc.get('count')}")
+    b_rec, c_rec = baseline.record or ProfileRecord(raw={}), candidate.record or ProfileRecord(raw={})
+    for key, before, now in b_rec.runtime.differences(c_rec.runtime):
+        notes.append(f"runtime {key} changed: baseline {before!r}, now {now!r}")
+    if b_rec.accuracy.count != c_rec.accuracy.count:
+        notes.append(f"eval subset size differs: baseline {b_rec.accuracy.count}, now {c_rec.accuracy.count}")
     return notes
 
 

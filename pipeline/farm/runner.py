@@ -13,9 +13,10 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from pipeline.bundle.manifest import read_manifest
+from pipeline.deploy.record import ProfileRecord
 from pipeline.errors import EdgeshipError
 from pipeline.farm.inventory import FarmDevice, LoadedInventory
 from pipeline.farm.store import ResultsStore
@@ -32,7 +33,7 @@ Listener = Callable[[str, str, str], None]
 class DeviceOutcome:
     device: FarmDevice
     status: str
-    record: Optional[dict[str, Any]] = None
+    record: Optional[ProfileRecord] = None
     record_path: Optional[Path] = None
     error: Optional[str] = None
     attempts: int = 0
@@ -182,7 +183,7 @@ def _record(store: ResultsStore, run_id: int, outcome: DeviceOutcome, notify: Li
     if stored.status != outcome.status:  # e.g. a throttled 'ok' run stored as 'invalid'
         outcome.status = stored.status
         outcome.error = stored.error
-    p50 = (outcome.record or {}).get("latency_ms", {}).get("p50")
+    p50 = outcome.record.latency.p50 if outcome.record is not None else None
     detail = f"p50 {p50:.3f} ms" if outcome.status == "ok" and p50 is not None else (outcome.error or "")
     notify(device.name, outcome.status, detail)
     return outcome

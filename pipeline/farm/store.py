@@ -46,6 +46,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from pipeline.deploy.record import DEFAULT_MAX_TEMPERATURE_C, ProfileRecord
 from pipeline.errors import EdgeshipError
 from pipeline.paths import PROJECT_ROOT
 from pipeline.proc_identity import pid_alive, start_ticks
@@ -55,12 +56,7 @@ SCHEMA_VERSION = 1
 RUN_KINDS = ("farm", "profile")
 RUN_STATUSES = ("running", "finished", "aborted")
 RESULT_STATUSES = ("ok", "unreachable", "failed", "timeout", "invalid")
-RECORD_SCHEMA_VERSION = 1
-DEFAULT_MAX_TEMPERATURE_C = 80.0
 DEFAULT_STALE_AFTER_S = 24 * 3600.0
-# Throttling bits that describe the state *now* (the agent reads them right after the timed loop).
-# The sticky ever_* bits only say it happened at some point since boot and do not invalidate a run.
-THROTTLING_NOW = ("throttled", "frequency_capped", "soft_temp_limit", "under_voltage")
 
 
 class StoreError(EdgeshipError):
@@ -216,68 +212,6 @@ def tool_info() -> dict[str, Any]:
     return info
 
 
-# --------------------------------------------------------------------------- record validation
-
-
-def _finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def record_samples(record: Mapping[str, Any]) -> np.ndarray:
-    """The timed latency samples of a profile record as float64 (raises ValueError if malformed)."""
-    latency = record.get("latency_ms")
-    if not isinstance(latency, Mapping):
-        raise ValueError("the record has no latency_ms object")
-    samples = latency.get("samples")
-    if not isinstance(samples, list) or not samples:
-        raise ValueError("latency_ms.samples is missing or empty")
-    if not all(_finite_number(s) and s >= 0 for s in samples):
-        raise ValueError("latency_ms.samples holds a value that is not a finite, non-negative number")
-    return np.asarray(samples, dtype=np.float64)
-
-
-def throttled_now(record: Mapping[str, Any]) -> list[str]:
-    """The throttling flags that were set when the agent read them (empty if none or unknown)."""
-    throttling = (record.get("device") or {}).get("throttling")
-    if not isinstance(throttling, Mapping):
-        return []
-    return [flag for flag in THROTTLING_NOW if throttling.get(flag) is True]
-
-
-def invalid_reasons(record: Mapping[str, Any], *, max_temperature_c: float = DEFAULT_MAX_TEMPERATURE_C) -> list[str]:
-    """Why a profile record must not be compared with anything (empty list: it is usable).
-
-    A record is invalid when it is malformed (wrong schema version, no bundle id, no usable latency
-    samples), when the board reported throttling, frequency capping, the soft temperature limit or
-    under-voltage at the time of measurement, or when the CPU was hotter than ``max_temperature_c``.
-    """
-    reasons: list[str] = []
-    if record.get("schema_version") != RECORD_SCHEMA_VERSION:
-        reasons.append(
-            f"profile record schema_version is {record.get('schema_version')!r}, this edgeship reads {RECORD_SCHEMA_VERSION}"
-        )
-    if not isinstance(record.get("bundle_id"), str) or not record.get("bundle_id"):
-        reasons.append("profile record has no bundle_id")
-    try:
-        record_samples(record)
-    except ValueError as exc:
-        reasons.append(f"profile record is unusable: {exc}")
-    device = record.get("device") if isinstance(record.get("device"), Mapping) else {}
-    flags = throttled_now(record)
-    if flags:
-        raw = (device.get("throttling") or {}).get("raw")
-        reasons.append(
-            "device reported " + ", ".join(f.replace("_", " ") for f in flags)
-            + (f" (get_throttled={raw})" if raw else "") + " during the run; latency is not representative"
-        )
-    temperature = device.get("temperature_c")
-    if _finite_number(temperature) and temperature > max_temperature_c:
-        reasons.append(
-            f"CPU temperature {temperature:.1f} °C is above the {max_temperature_c:.1f} °C limit; latency is not representative"
-        )
-    return reasons
-
-
 # ------------------------------------------------------------------------------------ row types
 
 
@@ -307,7 +241,7 @@ class Result:
     status: str
     error: Optional[str]
     record_path: Optional[str]
-    record: Optional[dict[str, Any]]
+    record: Optional[ProfileRecord]
     p50: Optional[float]
     mean: Optional[float]
     peak_rss_mb: Optional[float]
@@ -361,7 +295,7 @@ def _result(row: sqlite3.Row) -> Result:
     return Result(
         id=row["id"], run_id=row["run_id"], device=row["device"], device_class=row["device_class"],
         bundle_id=row["bundle_id"], profile_name=row["profile_name"], status=row["status"], error=row["error"],
-        record_path=row["record_path"], record=json.loads(row["record"]) if row["record"] else None,
+        record_path=row["record_path"], record=ProfileRecord.parse(json.loads(row["record"])) if row["record"] else None,
         p50=row["p50"], mean=row["mean"], peak_rss_mb=row["peak_rss_mb"], top1=row["top1"],
         agreement=row["agreement"], throttled=bool(row["throttled"]), emulated=bool(row["emulated"]),
         created=row["created"],
@@ -374,10 +308,6 @@ def _run(row: sqlite3.Row) -> Run:
         status=row["status"], inventory=row["inventory"], profile_name=row["profile_name"],
         info=json.loads(row["info"] or "{}"), host=row["host"], pid=row["pid"], heartbeat_at=row["heartbeat_at"],
     )
-
-
-def _num(value: Any) -> Optional[float]:
-    return float(value) if _finite_number(value) else None
 
 
 # ----------------------------------------------------------------------------------- the store
@@ -564,7 +494,7 @@ class ResultsStore(SQLiteStore):
         device_class: Optional[str],
         profile_name: Optional[str],
         status: str,
-        record: Optional[Mapping[str, Any]],
+        record: Union[ProfileRecord, Mapping[str, Any], None],
         record_path: Union[str, Path, None],
         error: Optional[str] = None,
         *,
@@ -577,42 +507,34 @@ class ResultsStore(SQLiteStore):
 
         ``status`` is what the runner observed: 'ok' (``record`` required), 'unreachable',
         'failed' or 'timeout' (``error`` says why; a partial ``record`` may be given). An 'ok'
-        record that :func:`invalid_reasons` rejects (throttled, too hot, malformed) is stored as
+        record that :meth:`ProfileRecord.invalid_reasons` rejects (throttled, too hot, malformed) is stored as
         'invalid' with the reasons in ``error``: kept for the record, never compared.
         """
         if status not in RESULT_STATUSES:
             raise ValueError(f"result status must be one of {RESULT_STATUSES}, not {status!r}")
         if status == "ok" and record is None:
             raise ValueError("an 'ok' result needs its profile record")
-        record = dict(record) if record is not None else None
-        samples: Optional[np.ndarray] = None
-        if record is not None:
-            try:
-                samples = record_samples(record)
-            except ValueError:
-                samples = None
+        rec = ProfileRecord.parse(record) if record is not None else None
+        samples = rec.latency.samples if rec is not None and not rec.latency.samples_problem else None
         if status == "ok":
-            reasons = invalid_reasons(record, max_temperature_c=max_temperature_c)
+            reasons = rec.invalid_reasons(max_temperature_c=max_temperature_c)
             if reasons:
                 status = "invalid"
                 error = "; ".join(([error] if error else []) + reasons)
         elif status == "invalid" and not error:
-            error = "; ".join(invalid_reasons(record or {}, max_temperature_c=max_temperature_c)) or None
+            reasons = rec.invalid_reasons(max_temperature_c=max_temperature_c) if rec is not None else []
+            error = "; ".join(reasons) or None
 
-        rec = record or {}
-        dev = rec.get("device") if isinstance(rec.get("device"), Mapping) else {}
-        latency = rec.get("latency_ms") if isinstance(rec.get("latency_ms"), Mapping) else {}
-        memory = rec.get("memory") if isinstance(rec.get("memory"), Mapping) else {}
-        accuracy = rec.get("accuracy") if isinstance(rec.get("accuracy"), Mapping) else {}
+        latency = rec.latency if rec is not None else None
         # Either the record or the caller saying "emulated" wins: never pass emulation off as hardware.
-        is_emulated = bool(dev.get("emulated")) or bool(emulated)
-        p50 = _num(latency.get("p50"))
-        mean = _num(latency.get("mean"))
-        if samples is not None:
+        is_emulated = (rec is not None and rec.device.emulated) or bool(emulated)
+        p50 = latency.p50 if latency is not None else None
+        mean = latency.mean if latency is not None else None
+        if samples:
             p50 = float(np.median(samples)) if p50 is None else p50
             mean = float(np.mean(samples)) if mean is None else mean
-        bundle_id = rec.get("bundle_id") if isinstance(rec.get("bundle_id"), str) and rec.get("bundle_id") else None
-        profile_name = profile_name or (rec.get("profile") if isinstance(rec.get("profile"), str) else None)
+        bundle_id = rec.bundle_id if rec is not None else None
+        profile_name = profile_name or (rec.profile if rec is not None else None)
 
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
@@ -632,14 +554,14 @@ class ResultsStore(SQLiteStore):
                 (
                     run_id, device, device_class, bundle_id, profile_name, status, error,
                     str(record_path) if record_path is not None else None,
-                    json.dumps(record, sort_keys=True, default=str) if record is not None else None,
-                    p50, mean, _num(memory.get("peak_rss_mb")), _num(accuracy.get("top1")),
-                    _num(accuracy.get("agreement_with_host")), int(bool(throttled_now(rec))), int(is_emulated),
+                    json.dumps(rec.to_json(), sort_keys=True, default=str) if rec is not None else None,
+                    p50, mean, rec.memory.peak_rss_mb if rec else None, rec.accuracy.top1 if rec else None,
+                    rec.accuracy.agreement_with_host if rec else None, int(bool(rec and rec.throttled_now)), int(is_emulated),
                     utc_now(),
                 ),
             )
             result_id = int(cursor.lastrowid)
-            if samples is not None:
+            if samples:
                 conn.executemany(
                     "INSERT INTO samples (result_id, idx, latency_ms) VALUES (?, ?, ?)",
                     ((result_id, i, float(v)) for i, v in enumerate(samples)),

@@ -6,12 +6,12 @@ error and the sweep goes on; a bad grid fails before anything is built.
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from pipeline.clock import utc_now
 from pipeline.config.target import TargetConfig
 from pipeline.errors import EdgeshipError
 from pipeline.paths import results_dir
@@ -49,10 +49,6 @@ class SweepResult:
         return [row for row in self.rows if row.get("error")]
 
 
-def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def run_sweep(
     grid: SweepGrid,
     target: TargetConfig,
@@ -77,7 +73,7 @@ def run_sweep(
     store = store or SweepStore()
     own_transport = transport is None
     try:
-        sweep_id = store.start(utc_now(), grid.base_profile, target.name, grid.model_dump(mode="json"))
+        sweep_id = store.start(utc_now("seconds"), grid.base_profile, target.name, grid.model_dump(mode="json"))
         result = SweepResult(sweep_id=sweep_id, target=target.name, base_profile=grid.base_profile, rows=[])
         if own_transport:
             transport = open_transport(target)
@@ -89,7 +85,7 @@ def run_sweep(
                 result.rows.append({**row, **variant.settings})
                 result.profiles[variant.name] = variant.profile.model_dump(mode="json")
                 advance(1)
-        store.finish(sweep_id, utc_now())
+        store.finish(sweep_id, utc_now("seconds"))
         return result
     finally:
         if own_transport and transport is not None:
@@ -132,11 +128,10 @@ def _run_variant(
             return row
         deploy(target, built.bundle_dir, transport=transport)
         run = profile(target, transport=transport, runs=runs, min_seconds=min_seconds)
-        accuracy = run.record.get("accuracy") or {}
         row.update(
-            latency_ms=run.record["latency_ms"]["p50"],
-            device_top1=accuracy.get("top1"),
-            agreement=accuracy.get("agreement_with_host"),
+            latency_ms=run.record.latency.p50,
+            device_top1=run.record.accuracy.top1,
+            agreement=run.record.accuracy.agreement_with_host,
             record_path=str(run.path),
         )
     except EdgeshipError as exc:

@@ -21,13 +21,13 @@ def test_local_deploy_profile_rollback(local_target, tiny_bundle_int8, tiny_bund
     first = deploy(target, tiny_bundle_int8)
     assert (first.current, first.previous, first.skipped_upload) == (a, None, False)
     run = profile(target, doctor=first.doctor)  # reuse the deploy's doctor report, as the CLI does
-    assert run.record["bundle_id"] == a and run.record["accuracy"]["agreement_with_host"] == 1.0
-    assert run.record["runtime"]["name"] == "ai_edge_litert"
+    assert run.record.bundle_id == a and run.record.accuracy.agreement_with_host == 1.0
+    assert run.record.runtime.name == "ai_edge_litert"
     assert run.path.is_relative_to(isolated_results / "profiles" / "laptop" / a)
 
     second = deploy(target, tiny_bundle_float32)
     assert (second.previous, second.current) == (a, b)
-    assert profile(target, runs=2, doctor=second.doctor).record["bundle_id"] == b
+    assert profile(target, runs=2, doctor=second.doctor).record.bundle_id == b
     assert len(list((isolated_results / "profiles" / "laptop").glob("*/*.json"))) == 2
 
     back = rollback(target)

@@ -34,13 +34,13 @@ def test_ssh_deploy_profile_redeploy_second_bundle_and_rollback(
 
     run = profile(target)
     record = run.record
-    assert record["bundle_id"] == a and record["target"] == "loopback-pi"
-    assert record["accuracy"]["agreement_with_host"] == 1.0
-    assert record["runtime"]["name"] == "tflite_runtime" and record["runtime"]["version"] == "2.14.0"
-    assert record["runtime"]["threads_requested"] == 1
-    assert record["latency_ms"]["count"] >= 5 and len(record["latency_ms"]["samples"]) == record["latency_ms"]["count"]
+    assert record.bundle_id == a and record.target == "loopback-pi"
+    assert record.accuracy.agreement_with_host == 1.0
+    assert record.runtime.name == "tflite_runtime" and record.runtime.version == "2.14.0"
+    assert record.runtime.threads_requested == 1
+    assert record.latency.count >= 5 and len(record.latency.samples) == record.latency.count
     assert run.path.parent == isolated_results / "profiles" / "loopback-pi" / a
-    assert json.loads(run.path.read_text()) == record
+    assert json.loads(run.path.read_text()) == record.to_json()
     assert not list((device / "runs").iterdir()), "the device copy of the record is removed after fetching"
 
     again = deploy(target, tiny_bundle_int8)
@@ -50,7 +50,7 @@ def test_ssh_deploy_profile_redeploy_second_bundle_and_rollback(
     second = deploy(target, make_tarball(tiny_bundle_float32))  # a tarball works as well as a directory
     assert (second.bundle_id, second.previous, second.skipped_upload) == (b, a, False)
     assert current_of(device) == b
-    assert profile(target).record["bundle_id"] == b
+    assert profile(target).record.bundle_id == b
 
     back = rollback(target)
     assert (back.previous, back.current) == (b, a)
@@ -126,7 +126,7 @@ def test_ssh_corrupted_release_is_refused_by_profile_and_repaired_by_redeploy(ss
     repaired = deploy(target, tiny_bundle_int8)
     assert not repaired.skipped_upload
     assert model.read_bytes() == (tiny_bundle_int8 / "model.tflite").read_bytes()
-    assert profile(target).record["accuracy"]["agreement_with_host"] == 1.0
+    assert profile(target).record.accuracy.agreement_with_host == 1.0
 
 
 def test_ssh_shell_metacharacters_in_remote_dir_are_literal(ssh_target, tmp_path, tiny_bundle_int8):
@@ -141,7 +141,7 @@ def test_ssh_shell_metacharacters_in_remote_dir_are_literal(ssh_target, tmp_path
     assert result.current == tiny_bundle_int8.name
     assert current_of(device) == tiny_bundle_int8.name
     assert (device / "releases" / tiny_bundle_int8.name / "manifest.json").is_file()
-    assert profile(target).record["bundle_id"] == tiny_bundle_int8.name
+    assert profile(target).record.bundle_id == tiny_bundle_int8.name
     for canary in canaries:
         assert not canary.exists(), f"{canary} was created: a remote path was interpreted by a shell"
     assert not any(p.name.startswith("pwned") for p in tmp_path.iterdir())
@@ -168,4 +168,4 @@ def test_ssh_transport_reused_for_deploy_and_profile(ssh_target, tmp_path, tiny_
     with open_transport(target) as transport:
         result = deploy(target, tiny_bundle_int8, transport=transport)
         run = profile(target, transport=transport, doctor=result.doctor, runs=3)
-    assert run.record["latency_ms"]["count"] >= 3
+    assert run.record.latency.count >= 3

@@ -26,7 +26,7 @@ from pipeline.farm.regression import (
     summarize,
 )
 from pipeline.farm.store import ResultsStore
-from tests.farm.records import latency_samples, make_record
+from tests.helpers.records import latency_samples, make_record
 
 BUNDLE_A = "aaaaaaaaaaaaaaaa"
 BUNDLE_B = "bbbbbbbbbbbbbbbb"

@@ -56,8 +56,8 @@ def test_farm_profiles_every_device_ssh(farm, tiny_bundle_int8: Path, tmp_path: 
         results = store.results_for_run(run.run_id)
         assert {r.bundle_id for r in results} == {tiny_bundle_int8.name}
         for r in results:
-            assert len(store.get_samples(r.id)) == r.record["latency_ms"]["count"] >= 5
-            assert Path(r.record_path).is_file() and r.record["target"] == r.device
+            assert len(store.get_samples(r.id)) == r.record.latency.count >= 5
+            assert Path(r.record_path).is_file() and r.record.target == r.device
         assert store.get_run(run.run_id).status == "finished"
     assert {("dev0", "profiling"), ("dev0", "ok")} <= set(events)
 

@@ -13,16 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.deploy.record import ProfileRecord
 from pipeline.errors import EdgeshipError
 from pipeline.farm.store import (
     SCHEMA_VERSION,
     BaselineExistsError,
     ResultsStore,
     StoreError,
-    invalid_reasons,
 )
 from pipeline.paths import PROJECT_ROOT
-from tests.farm.records import latency_samples, make_record
+from tests.helpers.records import latency_samples, make_record
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_record_ok_result_roundtrip(store: ResultsStore, tmp_path: Path) -> None
     assert result.mean == pytest.approx(samples.mean(), rel=1e-6)
     assert (result.top1, result.agreement, result.peak_rss_mb) == (0.87, 0.99, 51.25)
     assert result.throttled is False and result.emulated is False
-    assert result.record == json.loads(json.dumps(record))
+    assert result.record.to_json() == json.loads(json.dumps(record))
     assert result.record_path == str(tmp_path / "rec.json")
     np.testing.assert_array_equal(store.get_samples(rid), samples)
     device = store.get_device("rpi4-a")
@@ -125,7 +125,7 @@ def test_throttled_or_hot_record_is_invalid(store: ResultsStore, overrides: dict
 def test_sticky_ever_throttled_bits_do_not_invalidate(store: ResultsStore) -> None:
     run_id = store.start_run("farm")
     record = make_record(latency_samples(3), throttled=0x50000, temperature_c=79.9)  # ever-throttled, ever-capped
-    assert invalid_reasons(record) == []
+    assert ProfileRecord.parse(record).invalid_reasons() == []
     rid = store.record_result(run_id, "rpi4-a", "rpi4", "default", "ok", record, None)
     assert store.get_result(rid).status == "ok"
 
@@ -264,7 +264,7 @@ def test_killed_writer_leaves_only_whole_results_and_run_is_aborted(tmp_path: Pa
         results = s.results_for_run(run_id)
         assert len(results) >= 1
         for result in results:  # no half-written result: every row has all of its samples
-            assert s.get_samples(result.id).size == result.record["latency_ms"]["count"]
+            assert s.get_samples(result.id).size == result.record.latency.count
         assert s.get_run(run_id).status == "running"
         # a live run in this process is not touched
         live = s.start_run("farm")

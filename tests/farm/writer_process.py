@@ -14,7 +14,7 @@ import sys
 import time
 
 from pipeline.farm.store import ResultsStore
-from tests.farm.records import latency_samples, make_record
+from tests.helpers.records import latency_samples, make_record
 
 
 def main() -> None:

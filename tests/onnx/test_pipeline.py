@@ -128,7 +128,7 @@ def test_agent_without_onnxruntime_keeps_working(built) -> None:
     _, _, result, _ = built
     args = ("profile", result.bundle_dir, "--target", "local", "--threads", "1", "--runs", "5", "--min-seconds", "0", "--warmup", "1")
     record = run_agent(*args, python=AGENT_PYTHON).json
-    assert record["runtime"]["name"] == "tflite_runtime"
+    assert record.runtime.name == "tflite_runtime"
     error = run_agent(*args, "--runtime", "onnxruntime", python=AGENT_PYTHON).error
     assert error["kind"] == "no_runtime" and "onnxruntime" in error["error"]
 
@@ -205,7 +205,7 @@ def test_deploy_to_a_target_that_prefers_onnxruntime(built, tmp_path: Path, monk
     deployed = deploy(target, result.bundle_dir)
     assert deployed.doctor.selected_runtime == "onnxruntime"
     record = profile(target, doctor=deployed.doctor).record
-    assert record["runtime"]["name"] == "onnxruntime" and record["accuracy"]["agreement_with_host"] == 1.0
+    assert record.runtime.name == "onnxruntime" and record.accuracy.agreement_with_host == 1.0
 
 
 def test_build_table_lists_the_onnx_export(built) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.farm.regression import Verdict, check_run
 from pipeline.farm.store import ResultsStore
-from tests.farm.records import latency_samples, make_record
+from tests.helpers.records import latency_samples, make_record
 
 EVIL = "<script>alert('x')</script>|dev"
 

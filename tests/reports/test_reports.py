@@ -16,7 +16,7 @@ from pipeline.reports import plots
 from pipeline.reports.html import render_html, write_reports
 from pipeline.reports.junit import junit_xml
 from pipeline.reports.markdown import EMULATED_LABEL, md_escape, summary_markdown
-from tests.farm.records import latency_samples
+from tests.helpers.records import latency_samples
 from tests.reports.conftest import EVIL, populate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

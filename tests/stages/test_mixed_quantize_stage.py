@@ -59,5 +59,5 @@ def test_generous_budget_ships_plain_int8_and_tight_budget_keeps_layers_float(tm
     cfg = load_target(str(target))
     deploy(cfg, hard.bundle_dir)
     record = run_profile(cfg).record
-    assert record["bundle_id"] == hard.bundle_dir.name
-    assert record["latency_ms"]["p50"] > 0 and record["accuracy"]["agreement_with_host"] >= 0.95
+    assert record.bundle_id == hard.bundle_dir.name
+    assert record.latency.p50 > 0 and record.accuracy.agreement_with_host >= 0.95
