@@ -20,7 +20,6 @@ following links and leftovers are removed only inside ``results/emu`` (:mod:`pip
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from pipeline.clock import utc_now
 from pipeline.emu import host, mounts
 from pipeline.emu.layout import EmuLayout
 from pipeline.emu.wheel import SITE_PACKAGES, SPEC, fetch_wheel, install_wheel
@@ -144,7 +144,7 @@ def build_image(
 def _build_into(partial: Path, wheel: Path, mirror: str, layout: EmuLayout, log: Log) -> dict[str, Any]:
     rootfs, build_log = partial / "rootfs", layout.build_log
     with open_log(build_log, truncate=True) as out:
-        out.write(f"# edgeship emu build {_now()}\n".encode())
+        out.write(f"# edgeship emu build {utc_now('seconds')}\n".encode())
     log(f"debootstrap (first stage) of Debian {RECIPE['suite']} arm64 from {mirror}; log: {build_log}")
     first_stage(rootfs, mirror, build_log)
     shutil.copy2(host.QEMU, rootfs / "usr/bin" / host.QEMU.name)  # for binfmt handlers without the F flag
@@ -161,7 +161,7 @@ def _build_into(partial: Path, wheel: Path, mirror: str, layout: EmuLayout, log:
         "recipe_id": recipe_id(),
         "recipe": RECIPE,
         "mirror": mirror,
-        "built_at": _now(),
+        "built_at": utc_now("seconds"),
         "wheel": {"file": wheel.name, "sha256": SPEC["sha256"]},  # install_wheel checked it
         "versions": versions,
         "debian_packages": dpkg_versions(rootfs, ["python3", "python3-numpy", "openssh-server", "libc6"]),
@@ -324,6 +324,3 @@ def _swap_into_place(partial: Path, layout: EmuLayout) -> None:
     if old is not None:
         mounts.remove_tree(old, within=layout.root)
 
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
