@@ -128,7 +128,7 @@ def test_agent_without_onnxruntime_keeps_working(built) -> None:
     _, _, result, _ = built
     args = ("profile", result.bundle_dir, "--target", "local", "--threads", "1", "--runs", "5", "--min-seconds", "0", "--warmup", "1")
     record = run_agent(*args, python=AGENT_PYTHON).json
-    assert record.runtime.name == "tflite_runtime"
+    assert record["runtime"]["name"] == "tflite_runtime"
     error = run_agent(*args, "--runtime", "onnxruntime", python=AGENT_PYTHON).error
     assert error["kind"] == "no_runtime" and "onnxruntime" in error["error"]
 
