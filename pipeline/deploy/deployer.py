@@ -25,6 +25,7 @@ from typing import Callable, Iterator, Optional
 from pipeline.bundle.manifest import make_tarball, verify_bundle
 from pipeline.config.target import TargetConfig
 from pipeline.deploy.doctor import DoctorReport, run_doctor
+from pipeline.deploy.exit_codes import AgentExit
 from pipeline.deploy.layout import Layout, is_bundle_id
 from pipeline.deploy.lock import DEFAULT_STALE_AFTER, DeviceLock
 from pipeline.deploy.remote import Agent, AgentError, DeviceState, read_state
@@ -145,62 +146,21 @@ def deploy(
             report = run_doctor(target, tr).raise_if_broken()
             agent = Agent(target, tr)
             state = read_state(tr)
-            _clean_leftovers(tr, state)
-            skipped = False
-            if bundle_id in state.releases:
-                try:
-                    agent.call(["verify", layout.release(bundle_id)])
-                    skipped = True
-                    say(f"{bundle_id} is already on the device (verified); skipping the upload")
-                except AgentError as exc:
-                    if exc.code != 3:
-                        raise
-                    say(f"{bundle_id} is on the device but does not verify ({exc.detail}); reinstalling it")
+            _clean_leftovers(tr, layout, state)
+            skipped = bundle_id in state.releases and _already_installed(agent, layout, bundle_id, say)
             if not skipped:
-                say(f"uploading {prepared.tarball.name} ({prepared.tarball.stat().st_size} bytes) to {tr.where}")
-                try:
-                    tr.put(prepared.tarball, layout.tarball(bundle_id), progress=progress)
-                    try:
-                        installed = _install(agent, layout, bundle_id)
-                    finally:
-                        with contextlib.suppress(DeployError):  # keep the error that got us here
-                            tr.run(["rm", "-f", "--", layout.tarball(bundle_id)], check=False)
-                except DeployError as exc:
-                    active = f"{state.current} is still active" if state.current else "no release was active before"
-                    raise DeployError(
-                        f"{exc} Nothing was switched on target '{target.name}': {active}. Rerun the deploy to finish; "
-                        "it cleans up the partial upload."
-                    ) from None
-                if installed.get("bundle_id") != bundle_id:
-                    raise DeployError(
-                        f"The agent on {tr.where} installed bundle {installed.get('bundle_id')} from {prepared.tarball}, "
-                        f"but edgeship expected {bundle_id}."
-                    )
-            previous = state.current
-            history = list(state.history)
-            warnings: list[str] = []
-            if previous != bundle_id:
+                _upload_and_install(target, agent, layout, prepared, state, progress, say)
+            if state.current != bundle_id:
                 lock.ensure_held()
                 _activate(tr, bundle_id)
-                say(f"activated {bundle_id}" + (f" (was {previous})" if previous else ""))
-            if not history or history[-1] != bundle_id:
-                history.append(bundle_id)
-                _after_switch(warnings, say, f"recording {bundle_id} in {layout.history}", lambda: _write_history(tr, layout, history))
-            pruned: list[str] = []
-            releases = state.releases + [bundle_id]
-            _after_switch(
-                warnings,
-                say,
-                "removing old releases",
-                lambda: pruned.extend(_prune(tr, layout, bundle_id, history, releases, target.keep_releases)),
-            )
-            if pruned:
-                say(f"removed old releases: {', '.join(pruned)}")
+                say(f"activated {bundle_id}" + (f" (was {state.current})" if state.current else ""))
+            warnings: list[str] = []
+            pruned = _record_and_prune(target, tr, state, bundle_id, warnings, say)
     return DeployResult(
         bundle_id=bundle_id,
         skipped_upload=skipped,
         seconds=time.monotonic() - started,
-        previous=previous,
+        previous=state.current,
         current=bundle_id,
         target=target.name,
         release_dir=layout.release(bundle_id),
@@ -209,6 +169,73 @@ def deploy(
         doctor=report,
         warnings=warnings,
     )
+
+
+def _already_installed(agent: Agent, layout: Layout, bundle_id: str, say: StepCallback) -> bool:
+    """A release of this id on the device counts only if the agent verifies it there."""
+    try:
+        agent.call(["verify", layout.release(bundle_id)])
+    except AgentError as exc:
+        if exc.code != AgentExit.VERIFY:
+            raise
+        say(f"{bundle_id} is on the device but does not verify ({exc.detail}); reinstalling it")
+        return False
+    say(f"{bundle_id} is already on the device (verified); skipping the upload")
+    return True
+
+
+def _upload_and_install(
+    target: TargetConfig,
+    agent: Agent,
+    layout: Layout,
+    prepared: PreparedBundle,
+    state: DeviceState,
+    progress: Optional[ProgressCallback],
+    say: StepCallback,
+) -> None:
+    """Upload the tarball and let the agent verify and unpack it; nothing is switched yet."""
+    tr, bundle_id = agent.transport, prepared.bundle_id
+    say(f"uploading {prepared.tarball.name} ({prepared.tarball.stat().st_size} bytes) to {tr.where}")
+    try:
+        tr.put(prepared.tarball, layout.tarball(bundle_id), progress=progress)
+        try:
+            installed = _install(agent, layout, bundle_id)
+        finally:
+            with contextlib.suppress(DeployError):  # keep the error that got us here
+                tr.run(["rm", "-f", "--", layout.tarball(bundle_id)], check=False)
+    except DeployError as exc:
+        active = f"{state.current} is still active" if state.current else "no release was active before"
+        raise DeployError(
+            f"{exc} Nothing was switched on target '{target.name}': {active}. Rerun the deploy to finish; "
+            "it cleans up the partial upload."
+        ) from None
+    if installed.get("bundle_id") != bundle_id:
+        raise DeployError(
+            f"The agent on {tr.where} installed bundle {installed.get('bundle_id')} from {prepared.tarball}, "
+            f"but edgeship expected {bundle_id}."
+        )
+
+
+def _record_and_prune(
+    target: TargetConfig, tr: Transport, state: DeviceState, bundle_id: str, warnings: list[str], say: StepCallback
+) -> list[str]:
+    """After the switch: append to the history and remove old releases; failures become warnings."""
+    layout = Layout(tr)
+    history = list(state.history)
+    if not history or history[-1] != bundle_id:
+        history.append(bundle_id)
+        _after_switch(warnings, say, f"recording {bundle_id} in {layout.history}", lambda: _write_history(tr, layout, history))
+    pruned: list[str] = []
+    releases = state.releases + [bundle_id]
+    _after_switch(
+        warnings,
+        say,
+        "removing old releases",
+        lambda: pruned.extend(_prune(tr, layout, bundle_id, history, releases, target.keep_releases)),
+    )
+    if pruned:
+        say(f"removed old releases: {', '.join(pruned)}")
+    return pruned
 
 
 def _after_switch(warnings: list[str], say: StepCallback, doing: str, action: Callable[[], object]) -> None:
@@ -226,7 +253,7 @@ def _install(agent: Agent, layout: Layout, bundle_id: str) -> dict:
     try:
         return agent.call(["install", layout.tarball(bundle_id), layout.releases])
     except AgentError as exc:
-        if exc.code == 3:
+        if exc.code == AgentExit.VERIFY:
             raise DeployError(
                 f"The bundle {bundle_id} failed verification on {agent.transport.where} after upload "
                 f"(nothing was activated): {exc.detail}"
@@ -234,7 +261,7 @@ def _install(agent: Agent, layout: Layout, bundle_id: str) -> dict:
         raise
 
 
-def _clean_leftovers(tr: Transport, state: DeviceState) -> None:
+def _clean_leftovers(tr: Transport, layout: Layout, state: DeviceState) -> None:
     """What interrupted runs leave (names in :mod:`pipeline.deploy.layout`); we hold the lock.
 
     ``read_state`` reported only names of the project's own patterns, each checked again there;
@@ -245,7 +272,7 @@ def _clean_leftovers(tr: Transport, state: DeviceState) -> None:
     names += [name for name, age in state.lock_leftovers if not name.startswith(".lock.new.") or age > LOCK_NEW_MAX_AGE]
     if not names:
         return
-    result = tr.run(["rm", "-rf", "--", *[tr.path(name) for name in names]], check=False)
+    result = tr.run(["rm", "-rf", "--", *[layout.path(name) for name in names]], check=False)
     if result.ok:
         log.info("removed leftovers of interrupted runs on %s: %s", tr.where, ", ".join(names))
     else:
@@ -345,7 +372,3 @@ def _dedupe(items) -> list[str]:
             seen.append(item)
     return seen
 
-
-def device_state(target: TargetConfig, *, transport: Optional[Transport] = None) -> DeviceState:
-    with connected(target, transport) as tr:
-        return read_state(tr)

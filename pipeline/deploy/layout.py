@@ -51,26 +51,27 @@ class Layout:
     def __init__(self, transport: Transport):
         self.root = transport.remote_dir
 
-    def _p(self, *parts: str) -> str:
+    def path(self, *parts: str) -> str:
+        """A path under the target's remote directory (callers quote it when it reaches a shell)."""
         return posixpath.join(self.root, *parts)
 
     @property
     def bin_dir(self) -> str:
-        return self._p("bin")
+        return self.path("bin")
 
     @property
     def agent(self) -> str:
-        return self._p(AGENT)
+        return self.path(AGENT)
 
     @property
     def releases(self) -> str:
-        return self._p(RELEASES)
+        return self.path(RELEASES)
 
     def release(self, bundle_id: str) -> str:
-        return self._p(RELEASES, bundle_id)
+        return self.path(RELEASES, bundle_id)
 
     def tarball(self, bundle_id: str) -> str:
-        return self._p(RELEASES, f"{bundle_id}.tar.gz")
+        return self.path(RELEASES, f"{bundle_id}.tar.gz")
 
     @staticmethod
     def link_target(bundle_id: str) -> str:
@@ -79,16 +80,16 @@ class Layout:
 
     @property
     def current(self) -> str:
-        return self._p(CURRENT)
+        return self.path(CURRENT)
 
     @property
     def history(self) -> str:
-        return self._p(HISTORY)
+        return self.path(HISTORY)
 
     @property
     def runs(self) -> str:
-        return self._p(RUNS)
+        return self.path(RUNS)
 
     @property
     def lock(self) -> str:
-        return self._p(LOCK)
+        return self.path(LOCK)

@@ -117,9 +117,6 @@ class Transport(ABC):
             self._remote_dir = self._resolve_remote_dir(self._raw_remote_dir)
         return self._remote_dir
 
-    def path(self, *parts: str) -> str:
-        return posixpath.join(self.remote_dir, *parts)
-
     def check_result(self, result: Result, what: Optional[str] = None) -> Result:
         if result.exit_code != 0:
             command = what or shell_join(result.argv)
