@@ -9,6 +9,10 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Fixtures every folder may use (a real sshd, device Pythons, bundle variants); plain helpers are
+# imported from tests.helpers directly.
+pytest_plugins = ["tests.helpers.device_fixtures"]
+
 
 @pytest.fixture(autouse=True)
 def isolated_results(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, load_idx_directory
 from pipeline.errors import DataError
-from tests.data.helpers import write_idx, write_idx_dir
+from tests.helpers.idx_files import write_idx, write_idx_dir
 from tests.data.test_idx import FMNIST, needs_fmnist
 
 

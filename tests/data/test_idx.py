@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.data.idx import read_idx
 from pipeline.errors import DataError
-from tests.data.helpers import idx_bytes, write_idx
+from tests.helpers.idx_files import idx_bytes, write_idx
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 needs_fmnist = pytest.mark.skipif(

@@ -11,7 +11,7 @@ from PIL import Image
 from pipeline.config.profile import DatasetConfig, PreprocessingConfig
 from pipeline.data.source import load_dataset
 from pipeline.errors import DataError
-from tests.data.helpers import pattern_images, write_idx_dir
+from tests.helpers.idx_files import pattern_images, write_idx_dir
 from tests.data.test_idx import needs_fmnist
 
 PRE = PreprocessingConfig()

@@ -11,7 +11,7 @@ from pipeline.deploy.deployer import _activate, deploy, rollback
 from pipeline.deploy.layout import is_bundle_id
 from pipeline.errors import DeployError
 from pipeline.transport.local import LocalTransport
-from tests.deploy.conftest import current_of
+from tests.helpers.device_fixtures import current_of
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pipeline.config.target import load_target
 from pipeline.deploy.deployer import deploy, list_releases, prepare_bundle, rollback
 from pipeline.deploy.profiling import profile
 from pipeline.errors import BundleError, DeployError
-from tests.deploy.conftest import current_of
+from tests.helpers.device_fixtures import current_of
 
 
 def test_local_deploy_profile_rollback(local_target, tiny_bundle_int8, tiny_bundle_float32, isolated_results, tmp_path):

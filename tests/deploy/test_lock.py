@@ -17,7 +17,7 @@ from pipeline.deploy.deployer import deploy, rollback
 from pipeline.deploy.lock import DeviceLock, LockHeld, LockLost
 from pipeline.proc_identity import start_ticks
 from pipeline.transport.local import LocalTransport
-from tests.deploy.conftest import current_of
+from tests.helpers.device_fixtures import current_of
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pipeline.deploy.deployer import deploy, list_releases, rollback
 from pipeline.deploy.profiling import profile
 from pipeline.errors import DeployError
 from pipeline.transport import open_transport
-from tests.deploy.conftest import current_of
+from tests.helpers.device_fixtures import current_of
 
 pytestmark = [pytest.mark.ssh, pytest.mark.agent_venv]
 

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.bundle.manifest import compute_bundle_id, hash_files, verify_bundle
 from pipeline.errors import BundleError
-from tests.device_agents.runner import PYTHONS, copy_bundle, load_agent_module, manifest, run_agent
+from tests.helpers.agent_runner import PYTHONS, copy_bundle, load_agent_module, manifest, run_agent
 from tests.helpers.bundles import MANIFEST_TAMPERING, edit_manifest
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.bundle.manifest import make_tarball, verify_bundle
-from tests.device_agents.runner import (
+from tests.helpers.agent_runner import (
     AGENT,
     AGENT_PYTHON,
     MAIN_PYTHON,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pipeline.bundle.manifest import hash_files, seal_manifest
-from tests.device_agents.runner import PYTHONS, copy_bundle, load_agent_module, manifest, run_agent
+from tests.helpers.agent_runner import PYTHONS, copy_bundle, load_agent_module, manifest, run_agent
 
 RECORD_KEYS = {
     "schema_version", "bundle_id", "profile", "target", "started_at", "finished_at", "device", "runtime",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.device_agents.runner import load_agent_module, run_agent
+from tests.helpers.agent_runner import load_agent_module, run_agent
 
 # TFLite 2.1x benchmark_model on a Raspberry Pi 4 (classic summary + stat lines, newer memory lines).
 CLASSIC_NEW = """\

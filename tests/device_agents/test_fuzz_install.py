@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.device_agents import tarballs
-from tests.device_agents.runner import AGENT_PYTHON, MAIN_PYTHON, copy_bundle, load_agent_module, run_agent
+from tests.helpers.agent_runner import AGENT_PYTHON, MAIN_PYTHON, copy_bundle, load_agent_module, run_agent
 
 INSTALL_EXAMPLES = 1500
 VERIFY_EXAMPLES = 500

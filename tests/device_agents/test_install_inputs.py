@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.device_agents import tarballs
-from tests.device_agents.runner import PYTHONS, copy_bundle, load_agent_module, run_agent
+from tests.helpers.agent_runner import PYTHONS, copy_bundle, load_agent_module, run_agent
 
 PROFILE_ARGS = ("--target", "local", "--runs", "1", "--min-seconds", "0", "--warmup", "0")
 

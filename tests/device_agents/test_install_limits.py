@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.device_agents import tarballs
-from tests.device_agents.runner import AGENT_PYTHON, MAIN_PYTHON, load_agent_module, run_agent
+from tests.helpers.agent_runner import AGENT_PYTHON, MAIN_PYTHON, load_agent_module, run_agent
 
 LIMIT_PYTHONS = [MAIN_PYTHON] + ([AGENT_PYTHON] if AGENT_PYTHON.exists() else [])
 

@@ -88,7 +88,7 @@ def export_nchw(model, path: Path, opset: int = 17) -> Path:
 
 def write_pattern_idx(directory: Path, train: int = 240, test: int = 90, size: int = 12, classes: int = 3) -> Path:
     """A learnable IDX dataset: the brightest horizontal band is the class."""
-    from tests.data.helpers import pattern_images, write_idx_dir
+    from tests.helpers.idx_files import pattern_images, write_idx_dir
 
     y_train = (np.arange(train) % classes).astype(np.uint8)
     y_test = (np.arange(test) % classes).astype(np.uint8)

@@ -14,7 +14,7 @@ from pipeline.build import build_profile
 from pipeline.bundle.manifest import verify_bundle
 from pipeline.errors import BundleError, ConfigError
 from pipeline.fsutil import sha256_file
-from tests.device_agents.runner import AGENT_PYTHON, run_agent, skip_without_agent_venv
+from tests.helpers.agent_runner import AGENT_PYTHON, run_agent, skip_without_agent_venv
 from tests.onnx.helpers import conv_classifier, export_nchw, keras_classifier, write_pattern_idx
 
 pytestmark = pytest.mark.slow

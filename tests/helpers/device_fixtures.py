@@ -1,4 +1,4 @@
-"""Fixtures for deploy and transport tests: a real sshd on loopback, device Pythons, bundle variants.
+"""Fixtures shared by every test folder (loaded by tests/conftest.py as a pytest plugin): a real sshd on loopback, device Pythons, bundle variants.
 
 * ``sshd``          - a fresh OpenSSH server (function scope: tests kill, restart and re-key it)
 * ``device_python`` - a device-like interpreter: .venv-agent (numpy 1.x + tflite-runtime 2.14, no TF)
