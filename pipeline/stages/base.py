@@ -14,7 +14,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Optional
+from typing import Any, ClassVar, Generic, Mapping, Optional, TypeVar
 
 from pydantic import BaseModel
 
@@ -25,6 +25,8 @@ from pipeline.progress import NullProgress, Progress
 log = logging.getLogger(__name__)
 
 META = "meta.json"
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,10 @@ class RunContext:
         return self.cache_root or cache_dir()
 
 
-class Stage(ABC):
+class Stage(ABC, Generic[ConfigT]):
     """One step of the pipeline. Subclasses set ``name``, ``version`` and implement ``run``.
+
+    ``ConfigT`` is the stage's pydantic config, so ``self.config`` is typed in ``run``.
 
     Bump ``version`` whenever the code changes what a stage produces, so old cache entries stop
     matching instead of being silently reused.
@@ -69,13 +73,11 @@ class Stage(ABC):
     version: ClassVar[int]
     inputs: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, config: BaseModel | Mapping[str, Any]) -> None:
-        self.config = config
+    def __init__(self, config: ConfigT) -> None:
+        self.config: ConfigT = config
 
-    def config_json(self) -> Any:
-        if isinstance(self.config, BaseModel):
-            return self.config.model_dump(mode="json")
-        return dict(self.config)
+    def config_json(self) -> dict[str, Any]:
+        return self.config.model_dump(mode="json")
 
     def recipe_id(self, inputs: Mapping[str, Artifact]) -> str:
         missing = set(self.inputs) - set(inputs)

@@ -21,14 +21,14 @@ class DataStageConfig(Strict):
     seed: int
 
 
-class DataStage(Stage):
+class DataStage(Stage[DataStageConfig]):
     name = "data"
     version = 1
 
     def run(self, inputs: Mapping[str, Artifact], out: Path, ctx: RunContext) -> dict[str, Any]:
         from pipeline.data.source import load_dataset
 
-        cfg: DataStageConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         with ctx.progress.task("loading dataset", total=None):
             dataset = load_dataset(cfg.dataset, cfg.preprocessing, cfg.seed)
         for name in SPLITS:

@@ -19,7 +19,7 @@ class EvaluateStageConfig(Strict):
     preprocessing: PreprocessingConfig
 
 
-class EvaluateStage(Stage):
+class EvaluateStage(Stage[EvaluateStageConfig]):
     name = "evaluate"
     version = 1
     inputs = ("data", "student", "tflite")
@@ -27,7 +27,7 @@ class EvaluateStage(Stage):
     def run(self, inputs: Mapping[str, Artifact], out: Path, ctx: RunContext) -> dict[str, Any]:
         from pipeline.quantize.litert_eval import predict
 
-        cfg: EvaluateStageConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         data = Splits(inputs["data"], cfg.preprocessing)
         labels = data.raw("y_test")
         model_bytes = (inputs["tflite"].path / MODEL_FILE).read_bytes()

@@ -21,7 +21,7 @@ class OnnxExportStageConfig(Strict):
     preprocessing: PreprocessingConfig
 
 
-class OnnxExportStage(Stage):
+class OnnxExportStage(Stage[OnnxExportStageConfig]):
     name = "export_onnx"
     version = 1
     inputs = ("data", "student")
@@ -38,7 +38,7 @@ class OnnxExportStage(Stage):
         from pipeline.onnx.exporter import export_and_check
         from pipeline.stages.student_stage import load_student
 
-        cfg: OnnxExportStageConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         data = Splits(inputs["data"], cfg.preprocessing)
         model = load_student(inputs["student"])
         images = data.model_input("x_test")[: cfg.export.check_samples]

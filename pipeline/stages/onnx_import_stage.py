@@ -53,7 +53,7 @@ def onnx_import_config(teacher: TeacherConfig, preprocessing: PreprocessingConfi
     )
 
 
-class OnnxImportStage(Stage):
+class OnnxImportStage(Stage[OnnxImportStageConfig]):
     name = "onnx_import"
     version = 1
     inputs = ("data",)
@@ -64,7 +64,7 @@ class OnnxImportStage(Stage):
         from pipeline.onnx.importer import import_onnx, load_converted
         from pipeline.training.fit import predict_logits
 
-        cfg: OnnxImportStageConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         data = Splits(inputs["data"], cfg.preprocessing)
         source = f"Teacher ONNX file {cfg.path}"
         with ctx.progress.task("converting ONNX teacher (onnx2tf)", total=None):

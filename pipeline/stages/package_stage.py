@@ -37,7 +37,7 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-class PackageStage(Stage):
+class PackageStage(Stage[PackageStageConfig]):
     name = "package"
     # 2: bundle schema 2 (the id covers the manifest); a cached schema-1 bundle must not be reused.
     version = 2
@@ -51,7 +51,7 @@ class PackageStage(Stage):
         from pipeline.data.preprocessing import PreprocessingSpec
         from pipeline.stages.onnx_export_stage import bundle_extras
 
-        cfg: PackageStageConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         data = Splits(inputs["data"], cfg.preprocessing)
         count = min(cfg.eval_count, len(data.raw("y_test")))
         evaluation = inputs["evaluate"].metrics

@@ -31,7 +31,7 @@ class PruneStageConfig(Strict):
     seed: int
 
 
-class PruneStage(Stage):
+class PruneStage(Stage[PruneStageConfig]):
     name = "prune"
     version = 3  # 2: clustering keeps magnitude-pruned weights at exactly zero; 3: channels tied by Adds are pruned together
 
@@ -46,7 +46,7 @@ class PruneStage(Stage):
     def run(self, inputs: Mapping[str, Artifact], out: Path, ctx: RunContext) -> dict[str, Any]:
         from pipeline.training.fit import predict_logits
 
-        cfg: PruneStageConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         data = Splits(inputs["data"], cfg.preprocessing)
         model = load_student(inputs["student"])
         y_test = data.raw("y_test")
@@ -81,7 +81,7 @@ class PruneStage(Stage):
     def _fine_tune(self, model, data: Splits, kd: dict, training: TrainingConfig, label: str, callbacks: list, ctx: RunContext) -> dict:
         from pipeline.training.fit import train_classifier
 
-        cfg: PruneStageConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         return train_classifier(
             model, data.model_input("x_train"), data.raw("y_train"), len(data.class_names), training,
             seed=cfg.seed, label=label, x_val=data.model_input("x_val"), y_val=data.raw("y_val"),
@@ -92,7 +92,7 @@ class PruneStage(Stage):
         from pipeline.compress.magnitude import MagnitudePruningCallback
         from pipeline.compress.sparsity_report import layer_sparsity, overall_sparsity
 
-        p: PruningConfig = self.config.pruning  # type: ignore[attr-defined]
+        p = self.config.pruning
         method = p.method
         if method == "structured":
             structured = _structured(model, p)
@@ -125,11 +125,11 @@ class PruneStage(Stage):
     def _cluster(self, model, data: Splits, kd: dict, report: dict, ctx: RunContext):
         from pipeline.compress.clustering import ClusterPreservingCallback, cluster_weights
 
-        c: ClusteringConfig = self.config.clustering  # type: ignore[attr-defined]
+        c = self.config.clustering
         with ctx.progress.task(f"clustering weights into {c.clusters} centroids", total=None):
             result = cluster_weights(model, clusters=c.clusters, min_params=c.min_params)  # in place
         if c.fine_tune_epochs > 0:
-            training = TrainingConfig(epochs=c.fine_tune_epochs, learning_rate=c.learning_rate, batch_size=self.config.pruning.fine_tune.batch_size)  # type: ignore[attr-defined]
+            training = TrainingConfig(epochs=c.fine_tune_epochs, learning_rate=c.learning_rate, batch_size=self.config.pruning.fine_tune.batch_size)
             callback = ClusterPreservingCallback(result)
             self._fine_tune(model, data, kd, training, "fine-tuning cluster centroids", [callback], ctx)
         report["clustering"] = {"clusters": c.clusters, "layers": result.rows()}

@@ -22,7 +22,7 @@ class QuantizeStageConfig(Strict):
     mixed: Optional[MixedPrecisionConfig] = None  # mode "mixed" only
 
 
-class QuantizeStage(Stage):
+class QuantizeStage(Stage[QuantizeStageConfig]):
     name = "quantize"
     version = 1
     inputs = ("data", "student")
@@ -44,7 +44,7 @@ class QuantizeStage(Stage):
         from pipeline.quantize.convert import convert
         from pipeline.quantize.litert_eval import load_interpreter
 
-        cfg: QuantizeStageConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         model = load_student(inputs["student"])
         calibration = None
         data = Splits(inputs["data"], cfg.preprocessing)

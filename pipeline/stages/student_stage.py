@@ -25,7 +25,7 @@ class StudentStageConfig(Strict):
     seed: int
 
 
-class StudentStage(Stage):
+class StudentStage(Stage[StudentStageConfig]):
     name = "distill"
     version = 2  # 2: BatchNorm momentum 0.9
 
@@ -47,7 +47,7 @@ class StudentStage(Stage):
         from pipeline.models.registry import build_student
         from pipeline.training.fit import predict_logits, train_classifier
 
-        cfg: StudentStageConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         data = Splits(inputs["data"], cfg.preprocessing)
         classes = len(data.class_names)
         model = build_student(cfg.student.family, data.input_shape, classes, cfg.student.width_multiplier)

@@ -25,7 +25,7 @@ class TeacherStageConfig(Strict):
     keras_file_sha256: str | None = None  # content of a user-supplied teacher, so edits invalidate the cache
 
 
-class TeacherStage(Stage):
+class TeacherStage(Stage[TeacherStageConfig]):
     name = "teacher"
     version = 3  # 2: BatchNorm momentum 0.9; 3: teacher.shift, default 0 (was a fixed 2)
     inputs = ("data",)
@@ -49,7 +49,7 @@ class TeacherStage(Stage):
         from pipeline.training.ensemble import ensemble_logits
         from pipeline.training.fit import predict_logits, train_classifier
 
-        cfg: TeacherStageConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         data = Splits(inputs["data"], cfg.preprocessing)
         classes = len(data.class_names)
         x_train = data.model_input("x_train")

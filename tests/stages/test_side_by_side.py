@@ -9,36 +9,46 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import pytest
+from pydantic import BaseModel
 
 from pipeline.errors import ConfigError, EdgeshipError
 from pipeline.stages.base import Artifact, RunContext, Stage, load_artifact
 from pipeline.stages.side_by_side import StageJob, default_jobs, run_side_by_side
 
 
-class RecordingStage(Stage):
+class RecordingConfig(BaseModel):
+    tag: str
+    fail: bool = False
+    die: bool = False
+    meet: str = ""
+    others: list[str] = []
+
+
+class RecordingStage(Stage[RecordingConfig]):
     """Writes which process ran it and how many threads TensorFlow had there."""
 
     name = "record"
     version = 1
 
     def run(self, inputs: Mapping[str, Artifact], out: Path, ctx: RunContext) -> dict[str, Any]:
-        if self.config.get("fail"):
-            raise ConfigError(f"stage {self.config['tag']} refuses to run")
-        if self.config.get("die"):
+        cfg = self.config
+        if cfg.fail:
+            raise ConfigError(f"stage {cfg.tag} refuses to run")
+        if cfg.die:
             os._exit(9)  # what the kernel's OOM killer looks like from the parent
-        if self.config.get("meet"):
-            meet(Path(self.config["meet"]), self.config["tag"], self.config["others"])
-        with ctx.progress.task(f"working {self.config['tag']}", total=3) as advance:
+        if cfg.meet:
+            meet(Path(cfg.meet), cfg.tag, cfg.others)
+        with ctx.progress.task(f"working {cfg.tag}", total=3) as advance:
             for _ in range(3):
                 advance(1)
-        ctx.progress.note(f"note from {self.config['tag']}")
+        ctx.progress.note(f"note from {cfg.tag}")
         threads = None
         if os.environ.get("TF_NUM_INTRAOP_THREADS"):
             import tensorflow as tf
 
             threads = tf.config.threading.get_intra_op_parallelism_threads()
         (out / "pid.json").write_text(json.dumps({"pid": os.getpid(), "threads": threads}))
-        return {"tag": self.config["tag"]}
+        return {"tag": cfg.tag}
 
 
 def meet(rendezvous: Path, tag: str, everyone: list[str]) -> None:
@@ -71,8 +81,8 @@ class RecordingProgress:
 
 
 def jobs(*tags: str, fail: str = "", die: str = "", meet_in: Path | None = None) -> list[StageJob]:
-    def config(tag: str) -> dict:
-        return {"tag": tag, "fail": tag == fail, "die": tag == die, "meet": str(meet_in) if meet_in else "", "others": list(tags)}
+    def config(tag: str) -> RecordingConfig:
+        return RecordingConfig(tag=tag, fail=tag == fail, die=tag == die, meet=str(meet_in) if meet_in else "", others=list(tags))
 
     return [StageJob(tag, RecordingStage(config(tag)), {}) for tag in tags]
 
@@ -128,7 +138,7 @@ def test_a_failure_stops_the_sibling_instead_of_waiting_for_it(tmp_path: Path) -
     """``a`` waits up to 120 s for a partner that never comes; ``b`` fails at once."""
     (tmp_path / "meet").mkdir()
     stuck = jobs("a", "b", fail="b", meet_in=tmp_path / "meet")
-    stuck[0].stage.config["others"] = ["a", "nobody"]
+    stuck[0].stage.config.others = ["a", "nobody"]
     started = time.monotonic()
     with pytest.raises(ConfigError, match="stage b refuses to run"):
         run_side_by_side(stuck, RunContext(cache_root=tmp_path / "cache"), max_jobs=2)
