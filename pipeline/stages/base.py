@@ -14,7 +14,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Mapping, Optional, TypeVar
+from typing import Any, Callable, ClassVar, Generic, Mapping, Optional, TypeVar
 
 from pydantic import BaseModel
 
@@ -27,6 +27,36 @@ log = logging.getLogger(__name__)
 META = "meta.json"
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+_ANY_VALUE = object()
+
+
+@dataclass(frozen=True)
+class RecipeIgnore:
+    """A dotted config key a stage's recipe id leaves out: always, only while it holds ``default``
+    (its value in the JSON dump), and/or only when ``when(config)`` holds for the stage's config.
+
+    Keys that do not change what a stage produces must stay out of its recipe, or changing them
+    would throw away cached artifacts (trained models) for nothing.
+    """
+
+    key: str
+    default: Any = _ANY_VALUE
+    when: Optional[Callable[[Any], bool]] = None
+
+    def drop(self, recipe: dict[str, Any], config: BaseModel) -> None:
+        """Delete the key from the dumped ``recipe`` if it is there and this entry applies."""
+        *parents, leaf = self.key.split(".")
+        node: Any = recipe
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            return
+        if self.default is not _ANY_VALUE and node[leaf] != self.default:
+            return
+        if self.when is not None and not self.when(config):
+            return
+        del node[leaf]
 
 
 @dataclass(frozen=True)
@@ -72,12 +102,18 @@ class Stage(ABC, Generic[ConfigT]):
     name: ClassVar[str]
     version: ClassVar[int]
     inputs: ClassVar[tuple[str, ...]] = ()
+    # The one place a stage declares which config keys its recipe id ignores (and why, beside each).
+    recipe_ignores: ClassVar[tuple[RecipeIgnore, ...]] = ()
 
     def __init__(self, config: ConfigT) -> None:
         self.config: ConfigT = config
 
     def config_json(self) -> dict[str, Any]:
-        return self.config.model_dump(mode="json")
+        """The config as the recipe id (and meta.json) sees it: dumped, minus ``recipe_ignores``."""
+        recipe = self.config.model_dump(mode="json")
+        for ignore in self.recipe_ignores:
+            ignore.drop(recipe, self.config)
+        return recipe
 
     def recipe_id(self, inputs: Mapping[str, Artifact]) -> str:
         missing = set(self.inputs) - set(inputs)
@@ -94,22 +130,6 @@ class Stage(ABC, Generic[ConfigT]):
     @abstractmethod
     def run(self, inputs: Mapping[str, Artifact], out: Path, ctx: RunContext) -> dict[str, Any]:
         """Write outputs into ``out`` and return metrics to record in meta.json."""
-
-
-def omit_defaults(config: dict[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop dotted keys that still hold the value they had before the option existed.
-
-    Adding an option to a stage config would otherwise change every recipe id and throw away a
-    cache of trained models for a setting nobody changed.
-    """
-    for dotted, default in defaults.items():
-        *parents, leaf = dotted.split(".")
-        node: Any = config
-        for key in parents:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict) and leaf in node and node[leaf] == default:
-            del node[leaf]
-    return config
 
 
 def load_artifact(stage: str, recipe_id: str, root: Path) -> Optional[Artifact]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from pipeline.config.profile import ExportConfig, PreprocessingConfig, Strict
-from pipeline.stages.base import Artifact, RunContext, Stage
+from pipeline.stages.base import Artifact, RecipeIgnore, RunContext, Stage
 from pipeline.stages.data_stage import Splits
 
 ONNX_FILE = "model.onnx"
@@ -25,11 +25,8 @@ class OnnxExportStage(Stage[OnnxExportStageConfig]):
     name = "export_onnx"
     version = 1
     inputs = ("data", "student")
-
-    def config_json(self) -> Any:
-        cfg = super().config_json()
-        cfg["export"].pop("onnx", None)  # always true here; the switch only decides whether the stage runs
-        return cfg
+    # Always true here; the switch only decides whether the stage runs.
+    recipe_ignores = (RecipeIgnore("export.onnx"),)
 
     def run(self, inputs: Mapping[str, Artifact], out: Path, ctx: RunContext) -> dict[str, Any]:
         from importlib import metadata

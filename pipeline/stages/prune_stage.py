@@ -18,7 +18,7 @@ from pipeline.config.profile import ClusteringConfig, DistillationConfig, Prepro
 from pipeline.errors import ConfigError
 from pipeline.stages.base import Artifact, RunContext, Stage
 from pipeline.stages.data_stage import Splits
-from pipeline.stages.student_stage import MODEL_FILE, kd_recipe, load_student, soft_targets, teacher_input_names
+from pipeline.stages.student_stage import KD_RECIPE_IGNORES, MODEL_FILE, load_student, soft_targets, teacher_input_names
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,12 @@ class PruneStageConfig(Strict):
 class PruneStage(Stage[PruneStageConfig]):
     name = "prune"
     version = 3  # 2: clustering keeps magnitude-pruned weights at exactly zero; 3: channels tied by Adds are pruned together
+    recipe_ignores = KD_RECIPE_IGNORES
 
     def __init__(self, config: PruneStageConfig) -> None:
         super().__init__(config)
         kd = config.distillation
         self.inputs = ("data", "student") + (() if kd is None else teacher_input_names(len(kd.extra_teachers)))
-
-    def config_json(self) -> Any:
-        return kd_recipe(super().config_json())
 
     def run(self, inputs: Mapping[str, Artifact], out: Path, ctx: RunContext) -> dict[str, Any]:
         from pipeline.training.fit import predict_logits

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from pipeline.config.profile import MixedPrecisionConfig, PreprocessingConfig, QuantMode, Strict
-from pipeline.stages.base import Artifact, RunContext, Stage
+from pipeline.stages.base import Artifact, RecipeIgnore, RunContext, Stage
 from pipeline.stages.data_stage import Splits
 from pipeline.stages.student_stage import load_student
 
@@ -26,18 +26,13 @@ class QuantizeStage(Stage[QuantizeStageConfig]):
     name = "quantize"
     version = 1
     inputs = ("data", "student")
-
-    def config_json(self) -> Any:
-        # Calibration settings only matter for int8; leaving them out elsewhere lets e.g. the
-        # float16 model stay cached when only the calibration count changes.
-        cfg = super().config_json()
-        if cfg["mode"] not in ("int8", "mixed"):
-            cfg.pop("calibration_samples")
-        if cfg["mode"] != "int8":
-            cfg.pop("int8_io")
-        if cfg["mode"] != "mixed":
-            cfg.pop("mixed", None)
-        return cfg
+    # Calibration settings only matter for int8; leaving them out elsewhere lets e.g. the float16
+    # model stay cached when only the calibration count changes.
+    recipe_ignores = (
+        RecipeIgnore("calibration_samples", when=lambda cfg: cfg.mode not in ("int8", "mixed")),
+        RecipeIgnore("int8_io", when=lambda cfg: cfg.mode != "int8"),
+        RecipeIgnore("mixed", when=lambda cfg: cfg.mode != "mixed"),
+    )
 
     def run(self, inputs: Mapping[str, Artifact], out: Path, ctx: RunContext) -> dict[str, Any]:
         from pipeline.bundle.writer import tensor_specs

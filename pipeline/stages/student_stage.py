@@ -12,10 +12,23 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from pipeline.config.profile import DistillationConfig, PreprocessingConfig, Strict, StudentConfig
-from pipeline.stages.base import Artifact, RunContext, Stage, omit_defaults
+from pipeline.stages.base import Artifact, RecipeIgnore, RunContext, Stage
 from pipeline.stages.data_stage import Splits
 
 MODEL_FILE = "student.keras"
+
+# Distillation keys that do not change what a student learns (the distill and prune stages').
+KD_RECIPE_IGNORES = (
+    # ``scratch_baseline`` and ``enabled`` only decide which stages run, so a sweep that skips the
+    # scratch baseline still reuses the default build's distilled student.
+    RecipeIgnore("distillation.scratch_baseline"),
+    RecipeIgnore("distillation.enabled"),
+    # Options added later, left out while they hold the value they had before they existed, so
+    # adding them did not change every recipe id and throw away a cache of trained models.
+    RecipeIgnore("distillation.teacher_weight", default=1.0),
+    RecipeIgnore("distillation.extra_teachers", default=[]),
+    RecipeIgnore("distillation.flip_average", default=False),
+)
 
 
 class StudentStageConfig(Strict):
@@ -28,15 +41,13 @@ class StudentStageConfig(Strict):
 class StudentStage(Stage[StudentStageConfig]):
     name = "distill"
     version = 2  # 2: BatchNorm momentum 0.9
+    recipe_ignores = KD_RECIPE_IGNORES
 
     def __init__(self, config: StudentStageConfig) -> None:
         super().__init__(config)
         # An instance attribute on purpose: the recipe id must include the teachers only when used.
         kd = config.distillation
         self.inputs = ("data",) if kd is None else ("data",) + teacher_input_names(len(kd.extra_teachers))
-
-    def config_json(self) -> Any:
-        return kd_recipe(super().config_json())
 
     @property
     def label(self) -> str:
@@ -71,19 +82,6 @@ class StudentStage(Stage[StudentStageConfig]):
             test_accuracy=float(np.mean(test_logits.argmax(1) == data.raw("y_test"))),
         )
         return metrics
-
-
-def kd_recipe(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Drop distillation keys that do not change what the student learns from the recipe.
-
-    ``scratch_baseline`` and ``enabled`` only decide which stages run, so a sweep that skips the
-    scratch baseline still reuses the default build's distilled student.
-    """
-    kd = cfg.get("distillation")
-    if isinstance(kd, dict):
-        kd.pop("scratch_baseline", None)
-        kd.pop("enabled", None)
-    return omit_defaults(cfg, {"distillation.teacher_weight": 1.0, "distillation.extra_teachers": [], "distillation.flip_average": False})
 
 
 def teacher_input_names(extra: int) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from pipeline.config.profile import PreprocessingConfig, Strict, TeacherConfig
-from pipeline.stages.base import Artifact, RunContext, Stage
+from pipeline.stages.base import Artifact, RecipeIgnore, RunContext, Stage
 from pipeline.stages.data_stage import Splits
 
 MODEL_FILE = "teacher.keras"
@@ -29,19 +29,17 @@ class TeacherStage(Stage[TeacherStageConfig]):
     name = "teacher"
     version = 3  # 2: BatchNorm momentum 0.9; 3: teacher.shift, default 0 (was a fixed 2)
     inputs = ("data",)
+    recipe_ignores = (
+        # The effective input size is ``preprocessing`` below; teacher.preprocessing only chose it.
+        RecipeIgnore("teacher.preprocessing"),
+        # Keeps the recipe ids of teachers from before teacher.onnx existed.
+        RecipeIgnore("teacher.onnx", default=None),
+    )
 
     def __init__(self, config: TeacherStageConfig) -> None:
         super().__init__(config)
         if config.teacher.kind == "onnx-file":  # the converted model comes from the cached onnx_import stage
             self.inputs = ("data", "onnx_import")
-
-    def config_json(self) -> Any:
-        # The effective input size is ``preprocessing`` below; teacher.preprocessing only chose it.
-        cfg = super().config_json()
-        cfg["teacher"].pop("preprocessing", None)
-        if cfg["teacher"].get("onnx") is None:
-            cfg["teacher"].pop("onnx", None)  # keeps the recipe ids of teachers from before teacher.onnx existed
-        return cfg
 
     def run(self, inputs: Mapping[str, Artifact], out: Path, ctx: RunContext) -> dict[str, Any]:
         from pipeline.models.cost import count_macs, count_parameters

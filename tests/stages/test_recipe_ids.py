@@ -19,7 +19,7 @@ import pytest
 import pipeline.build as build
 from pipeline.config.loader import validate
 from pipeline.config.profile import BuildProfile, load_profile
-from pipeline.stages.base import Artifact, RunContext, Stage
+from pipeline.stages.base import Artifact, RecipeIgnore, RunContext, Stage
 from pipeline.stages.side_by_side import StageJob
 from tests.helpers.profiles import merged
 
@@ -180,6 +180,20 @@ def test_recipe_ids_are_unchanged(name: str, monkeypatch: pytest.MonkeyPatch, tm
 
 def test_every_profile_is_pinned() -> None:
     assert set(EXPECTED) == set(profiles())
+
+
+def test_a_recipe_ignore_drops_its_key_always_at_its_default_or_when_its_condition_holds() -> None:
+    config = BuildProfile(name="x")
+    recipe = {"a": {"b": 1, "c": 2, "d": 3}, "e": 4}
+    RecipeIgnore("a.b").drop(recipe, config)
+    RecipeIgnore("a.c", default=5).drop(recipe, config)  # not at its default: kept
+    RecipeIgnore("a.d", default=3).drop(recipe, config)
+    RecipeIgnore("e", when=lambda cfg: cfg.name == "y").drop(recipe, config)  # condition false: kept
+    RecipeIgnore("a.missing").drop(recipe, config)
+    RecipeIgnore("nowhere.at_all").drop(recipe, config)
+    assert recipe == {"a": {"c": 2}, "e": 4}
+    RecipeIgnore("e", when=lambda cfg: cfg.name == "x").drop(recipe, config)
+    assert recipe == {"a": {"c": 2}}
 
 
 if __name__ == "__main__":  # prints EXPECTED for the current code
