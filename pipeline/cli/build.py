@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Optional
+
 import click
 
 from pipeline.cli import main
@@ -41,8 +43,39 @@ def build(profile: str, jobs: int | None) -> None:
     _run(profile, None, jobs)
 
 
-@main.command()
-@click.argument("name", type=click.Choice(["data", "teacher", "distill", "prune", "quantize", "evaluate", "package"]))
+class StageName(click.ParamType):
+    """A stage ``edgeship stage`` can stop after; checked against the build only when used, so
+    starting the CLI does not import the stages."""
+
+    name = "stage"
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> str:
+        from pipeline.build import STAGE_NAMES
+
+        if value not in STAGE_NAMES:
+            self.fail(f"{value!r} is not one of {', '.join(map(repr, STAGE_NAMES))}.", param, ctx)
+        return value
+
+
+class StageCommand(click.Command):
+    """``--help`` lists the stages and what each does, from the stage registry."""
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from pipeline.build import STAGE_NAMES
+        from pipeline.stages.registry import descriptions
+
+        super().format_help_text(ctx, formatter)
+        described = descriptions()
+        with formatter.section("Stages (NAME)"):
+            formatter.write_dl([(name, described[name]) for name in STAGE_NAMES])
+        others = [(name, text) for name, text in described.items() if name not in STAGE_NAMES]
+        if others:
+            with formatter.section("Also run, inside those, when the profile asks for them"):
+                formatter.write_dl(others)
+
+
+@main.command(cls=StageCommand)
+@click.argument("name", type=StageName())
 @click.option("--profile", "-p", default="default", show_default=True, help="Profile name in profiles/ or a path to a YAML file.")
 @JOBS
 def stage(name: str, profile: str, jobs: int | None) -> None:

@@ -91,7 +91,8 @@ class RunContext:
 
 
 class Stage(ABC, Generic[ConfigT]):
-    """One step of the pipeline. Subclasses set ``name``, ``version`` and implement ``run``.
+    """One step of the pipeline. Subclasses set ``name``, ``description``, ``version``, implement
+    ``run`` and register with ``pipeline.stages.registry.register_stage``.
 
     ``ConfigT`` is the stage's pydantic config, so ``self.config`` is typed in ``run``.
 
@@ -100,6 +101,7 @@ class Stage(ABC, Generic[ConfigT]):
     """
 
     name: ClassVar[str]
+    description: ClassVar[str]  # one line, for ``edgeship stage --help``
     version: ClassVar[int]
     inputs: ClassVar[tuple[str, ...]] = ()
     # The one place a stage declares which config keys its recipe id ignores (and why, beside each).

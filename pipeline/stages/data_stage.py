@@ -11,6 +11,7 @@ import numpy as np
 
 from pipeline.config.profile import DatasetConfig, PreprocessingConfig, Strict
 from pipeline.stages.base import Artifact, RunContext, Stage
+from pipeline.stages.registry import register_stage
 
 SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_calib", "x_test", "y_test")
 
@@ -21,8 +22,10 @@ class DataStageConfig(Strict):
     seed: int
 
 
+@register_stage
 class DataStage(Stage[DataStageConfig]):
     name = "data"
+    description = "Load the dataset once, split it by seed and store the raw images."
     version = 1
 
     def run(self, inputs: Mapping[str, Artifact], out: Path, ctx: RunContext) -> dict[str, Any]:

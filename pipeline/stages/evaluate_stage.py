@@ -11,6 +11,7 @@ from pipeline.config.profile import PreprocessingConfig, Strict
 from pipeline.stages.base import Artifact, RunContext, Stage
 from pipeline.stages.data_stage import Splits
 from pipeline.stages.quantize_stage import MODEL_FILE
+from pipeline.stages.registry import register_stage
 
 PREDICTIONS = "test_predictions.npy"
 
@@ -19,8 +20,10 @@ class EvaluateStageConfig(Strict):
     preprocessing: PreprocessingConfig
 
 
+@register_stage
 class EvaluateStage(Stage[EvaluateStageConfig]):
     name = "evaluate"
+    description = "Run the .tflite with ai-edge-litert on the whole test split."
     version = 1
     inputs = ("data", "student", "tflite")
 

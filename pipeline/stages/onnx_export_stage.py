@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from pipeline.config.profile import ExportConfig, PreprocessingConfig, Strict
 from pipeline.stages.base import Artifact, RecipeIgnore, RunContext, Stage
 from pipeline.stages.data_stage import Splits
+from pipeline.stages.registry import register_stage
 
 ONNX_FILE = "model.onnx"
 
@@ -21,8 +22,10 @@ class OnnxExportStageConfig(Strict):
     preprocessing: PreprocessingConfig
 
 
+@register_stage
 class OnnxExportStage(Stage[OnnxExportStageConfig]):
     name = "export_onnx"
+    description = "Export the student to ONNX (tf2onnx), checked against Keras with onnxruntime."
     version = 1
     inputs = ("data", "student")
     # Always true here; the switch only decides whether the stage runs.

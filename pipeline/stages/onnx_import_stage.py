@@ -15,6 +15,7 @@ from pipeline.config.profile import OnnxTeacherConfig, PreprocessingConfig, Stri
 from pipeline.errors import ConfigError
 from pipeline.stages.base import Artifact, RunContext, Stage
 from pipeline.stages.data_stage import Splits
+from pipeline.stages.registry import register_stage
 
 KEYS = {
     "layout": "teacher.onnx.layout",
@@ -53,8 +54,10 @@ def onnx_import_config(teacher: TeacherConfig, preprocessing: PreprocessingConfi
     )
 
 
+@register_stage
 class OnnxImportStage(Stage[OnnxImportStageConfig]):
     name = "onnx_import"
+    description = "Convert an ONNX teacher with onnx2tf and check it against onnxruntime."
     version = 1
     inputs = ("data",)
 

@@ -14,6 +14,7 @@ from pipeline.stages.base import Artifact, RunContext, Stage
 from pipeline.stages.data_stage import Splits
 from pipeline.stages.evaluate_stage import PREDICTIONS
 from pipeline.stages.quantize_stage import MODEL_FILE
+from pipeline.stages.registry import register_stage
 
 BUNDLES = "bundles"
 
@@ -37,8 +38,10 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
+@register_stage
 class PackageStage(Stage[PackageStageConfig]):
     name = "package"
+    description = "Assemble the bundle the device side trusts (manifest, model, eval set)."
     # 2: bundle schema 2 (the id covers the manifest); a cached schema-1 bundle must not be reused.
     version = 2
 

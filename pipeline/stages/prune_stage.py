@@ -18,6 +18,7 @@ from pipeline.config.profile import ClusteringConfig, DistillationConfig, Prepro
 from pipeline.errors import ConfigError
 from pipeline.stages.base import Artifact, RunContext, Stage
 from pipeline.stages.data_stage import Splits
+from pipeline.stages.registry import register_stage
 from pipeline.stages.student_stage import KD_RECIPE_IGNORES, MODEL_FILE, load_student, soft_targets, teacher_input_names
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,10 @@ class PruneStageConfig(Strict):
     seed: int
 
 
+@register_stage
 class PruneStage(Stage[PruneStageConfig]):
     name = "prune"
+    description = "Prune and/or cluster the student's weights, then fine-tune it."
     version = 3  # 2: clustering keeps magnitude-pruned weights at exactly zero; 3: channels tied by Adds are pruned together
     recipe_ignores = KD_RECIPE_IGNORES
 

@@ -9,6 +9,7 @@ from typing import Any, Mapping, Optional
 from pipeline.config.profile import MixedPrecisionConfig, PreprocessingConfig, QuantMode, Strict
 from pipeline.stages.base import Artifact, RecipeIgnore, RunContext, Stage
 from pipeline.stages.data_stage import Splits
+from pipeline.stages.registry import register_stage
 from pipeline.stages.student_stage import load_student
 
 MODEL_FILE = "model.tflite"
@@ -22,8 +23,10 @@ class QuantizeStageConfig(Strict):
     mixed: Optional[MixedPrecisionConfig] = None  # mode "mixed" only
 
 
+@register_stage
 class QuantizeStage(Stage[QuantizeStageConfig]):
     name = "quantize"
+    description = "Convert the student to .tflite in one post-training quantization mode."
     version = 1
     inputs = ("data", "student")
     # Calibration settings only matter for int8; leaving them out elsewhere lets e.g. the float16

@@ -14,6 +14,7 @@ import numpy as np
 from pipeline.config.profile import DistillationConfig, PreprocessingConfig, Strict, StudentConfig
 from pipeline.stages.base import Artifact, RecipeIgnore, RunContext, Stage
 from pipeline.stages.data_stage import Splits
+from pipeline.stages.registry import register_stage
 
 MODEL_FILE = "student.keras"
 
@@ -38,8 +39,10 @@ class StudentStageConfig(Strict):
     seed: int
 
 
+@register_stage
 class StudentStage(Stage[StudentStageConfig]):
     name = "distill"
+    description = "Train the compact student, on the teachers' soft targets or from scratch."
     version = 2  # 2: BatchNorm momentum 0.9
     recipe_ignores = KD_RECIPE_IGNORES
 

@@ -14,6 +14,7 @@ import numpy as np
 from pipeline.config.profile import PreprocessingConfig, Strict, TeacherConfig
 from pipeline.stages.base import Artifact, RecipeIgnore, RunContext, Stage
 from pipeline.stages.data_stage import Splits
+from pipeline.stages.registry import register_stage
 
 MODEL_FILE = "teacher.keras"
 
@@ -25,8 +26,10 @@ class TeacherStageConfig(Strict):
     keras_file_sha256: str | None = None  # content of a user-supplied teacher, so edits invalidate the cache
 
 
+@register_stage
 class TeacherStage(Stage[TeacherStageConfig]):
     name = "teacher"
+    description = "Train (or load) the teacher and cache its logits for every training image."
     version = 3  # 2: BatchNorm momentum 0.9; 3: teacher.shift, default 0 (was a fixed 2)
     inputs = ("data",)
     recipe_ignores = (
