@@ -10,9 +10,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
-from pipeline.config.profile import BuildProfile, TeacherConfig, load_profile
+from pipeline.config.profile import BuildProfile, DistillationConfig, TeacherConfig, load_profile
 from pipeline.errors import ConfigError
 from pipeline.fsutil import canonical_json, sha256_bytes, sha256_file
 from pipeline.paths import bundles_dir
@@ -30,8 +30,6 @@ from pipeline.stages.student_stage import StudentStage, StudentStageConfig, teac
 from pipeline.stages.teacher_stage import TeacherStage, TeacherStageConfig
 
 log = logging.getLogger(__name__)
-
-STAGE_NAMES = ("data", "teacher", "distill", "prune", "quantize", "evaluate", "package")
 
 
 @dataclass
@@ -60,6 +58,144 @@ def _teacher_file_sha(profile: BuildProfile, teacher: TeacherConfig, key: str = 
     return sha256_file(path)
 
 
+@dataclass
+class _Run:
+    """What the steps of one build share: the run context, the result so far and the job cap."""
+
+    ctx: RunContext
+    result: BuildResult
+    max_jobs: Optional[int]
+    teachers: dict[str, Artifact] = field(default_factory=dict)
+
+    @property
+    def profile(self) -> BuildProfile:
+        return self.result.profile
+
+    @property
+    def art(self) -> dict[str, Artifact]:
+        return self.result.artifacts
+
+    @property
+    def student(self) -> Artifact:
+        """The student downstream stages take: the pruned one once the prune stage ran."""
+        return self.art.get("prune") or self.art["student"]
+
+
+def _record(run: _Run, key: str, artifact: Artifact) -> Artifact:
+    """Keep ``artifact`` under ``key`` and show whether it came from the cache."""
+    run.art[key] = artifact
+    state = "cached" if artifact.cached else f"{artifact.seconds:.1f}s"
+    run.ctx.progress.note(f"[stage] {key:<18} {artifact.recipe_id[:12]}  {state}")
+    return artifact
+
+
+def _step(run: _Run, key: str, stage: Stage, **inputs: Artifact) -> Artifact:
+    """Run one stage through the cache and record it."""
+    return _record(run, key, run_stage(stage, inputs, run.ctx))
+
+
+def _side_by_side(run: _Run, jobs: list[StageJob]) -> dict[str, Artifact]:
+    """Independent stages with the same budget (the two students) train concurrently."""
+    built = run_side_by_side(jobs, run.ctx, run.max_jobs)
+    return {job.key: _record(run, job.key, built[job.key]) for job in jobs}
+
+
+def _data(run: _Run) -> None:
+    """Load and split the dataset once; every later stage reads it from the cache."""
+    p = run.profile
+    _step(run, "data", DataStage(DataStageConfig(dataset=p.dataset, preprocessing=p.preprocessing, seed=p.seed)))
+
+
+def _teachers(run: _Run) -> None:
+    """Every teacher, each on data at its own input size (none unless the profile distils)."""
+    p = run.profile
+    if not p.distillation.enabled:
+        return
+    configs = [p.teacher] + [extra.teacher for extra in p.distillation.extra_teachers]
+    for key, teacher in zip(teacher_input_names(len(configs) - 1), configs):
+        teacher_data = _teacher_data(run, teacher)
+        stage = _teacher_stage(p, teacher, key)
+        run.teachers[key] = _step(run, key, stage, data=teacher_data, **_onnx_import(run, teacher, key, teacher_data))
+
+
+def _student_stage(profile: BuildProfile, distillation: Optional[DistillationConfig]) -> StudentStage:
+    """The distilled student and its scratch baseline differ only in ``distillation``."""
+    cfg = StudentStageConfig(student=profile.student, preprocessing=profile.preprocessing, distillation=distillation, seed=profile.seed)
+    return StudentStage(cfg)
+
+
+def _students(run: _Run) -> None:
+    """The student, distilled from the teachers (with its scratch baseline beside it) or not."""
+    p, data = run.profile, run.art["data"]
+    if not p.distillation.enabled:
+        _step(run, "student", _student_stage(p, None), data=data)
+        return
+    jobs = [StageJob("student", _student_stage(p, p.distillation), {"data": data, **run.teachers})]
+    if p.distillation.scratch_baseline:
+        jobs.append(StageJob("scratch", _student_stage(p, None), {"data": data}))
+    _side_by_side(run, jobs)
+
+
+def _prune(run: _Run) -> None:
+    """Prune and/or cluster the student when the profile asks, fine-tuning on the teachers if it distils."""
+    p = run.profile
+    if p.pruning.method == "none" and not p.clustering.enabled:
+        return
+    kd = p.distillation if p.distillation.enabled and p.pruning.distill else None
+    cfg = PruneStageConfig(pruning=p.pruning, clustering=p.clustering, preprocessing=p.preprocessing, distillation=kd, seed=p.seed)
+    _step(run, "prune", PruneStage(cfg), data=run.art["data"], student=run.student, **(run.teachers if kd else {}))
+
+
+def _quantize(run: _Run) -> None:
+    """One .tflite per quantization mode the profile lists."""
+    q, student = run.profile.quantization, run.student
+    for mode in q.modes:
+        cfg = QuantizeStageConfig(
+            mode=mode, calibration_samples=q.calibration_samples, int8_io=q.int8_io, preprocessing=run.profile.preprocessing,
+            mixed=q.mixed if mode == "mixed" else None,
+        )
+        _step(run, f"quantize:{mode}", QuantizeStage(cfg), data=run.art["data"], student=student)
+
+
+def _evaluate(run: _Run) -> None:
+    """Each .tflite on the whole test split, so the modes compare on the same images."""
+    cfg = EvaluateStageConfig(preprocessing=run.profile.preprocessing)
+    student = run.student
+    for mode in run.profile.quantization.modes:
+        _step(run, f"evaluate:{mode}", EvaluateStage(cfg), data=run.art["data"], student=student, tflite=run.art[f"quantize:{mode}"])
+
+
+def _package(run: _Run) -> None:
+    """Export ONNX if asked, package the shipped mode and publish the bundle with its warnings."""
+    p, art = run.profile, run.art
+    student = run.student
+    if p.export.onnx:
+        cfg = OnnxExportStageConfig(export=p.export, preprocessing=p.preprocessing)
+        _step(run, "export_onnx", OnnxExportStage(cfg), data=art["data"], student=student)
+    optional = {key: art[key] for key in ("teacher", "scratch", "export_onnx") if key in art}
+    package_cfg = PackageStageConfig(profile_name=p.name, profile_sha256=profile_sha256(p), eval_count=p.dataset.eval_count, preprocessing=p.preprocessing)
+    ship = p.quantization.ship
+    package = _step(
+        run, "package", PackageStage(package_cfg, optional_inputs=tuple(optional)),
+        data=art["data"], student=student, tflite=art[f"quantize:{ship}"], evaluate=art[f"evaluate:{ship}"], **optional,
+    )
+    run.result.bundle_dir = publish_bundle(package, bundles_dir())
+    run.result.warnings = acceptance_warnings(p, package.metrics["host_metrics"])
+
+
+# The build in order; ``until`` (``edgeship stage NAME``) stops after the step of that name.
+_STEPS: tuple[tuple[str, Callable[[_Run], None]], ...] = (
+    ("data", _data),
+    ("teacher", _teachers),
+    ("distill", _students),
+    ("prune", _prune),
+    ("quantize", _quantize),
+    ("evaluate", _evaluate),
+    ("package", _package),
+)
+STAGE_NAMES = tuple(name for name, _ in _STEPS)
+
+
 def build_profile(
     profile: BuildProfile | str | Path,
     progress: Progress | None = None,
@@ -75,121 +211,44 @@ def build_profile(
         profile = load_profile(profile)
     if until is not None and until not in STAGE_NAMES:
         raise ConfigError(f"Unknown stage '{until}'. Stages: {', '.join(STAGE_NAMES)}.")
-    ctx = RunContext(progress=progress or NullProgress())
     result = BuildResult(profile=profile)
+    run = _Run(ctx=RunContext(progress=progress or NullProgress()), result=result, max_jobs=max_jobs)
     started = time.perf_counter()
-    art = result.artifacts
-
-    def record(key: str, artifact: Artifact) -> Artifact:
-        art[key] = artifact
-        state = "cached" if artifact.cached else f"{artifact.seconds:.1f}s"
-        ctx.progress.note(f"[stage] {key:<18} {artifact.recipe_id[:12]}  {state}")
-        return artifact
-
-    def step(key: str, stage: Stage, **inputs: Artifact) -> Artifact:
-        return record(key, run_stage(stage, inputs, ctx))
-
-    def steps_side_by_side(jobs: list[StageJob]) -> dict[str, Artifact]:
-        """Independent stages with the same budget (the two students) train concurrently."""
-        built = run_side_by_side(jobs, ctx, max_jobs)
-        return {job.key: record(job.key, built[job.key]) for job in jobs}
-
-    def done(stage: str) -> bool:
-        if until == stage:
-            result.wall_seconds = time.perf_counter() - started
-            return True
-        return False
-
-    pre = profile.preprocessing
-    data = step("data", DataStage(DataStageConfig(dataset=profile.dataset, preprocessing=pre, seed=profile.seed)))
-    if done("data"):
-        return result
-
-    distilling = profile.distillation.enabled
-    teachers: dict[str, Artifact] = {}
-    if distilling:
-        configs = [profile.teacher] + [extra.teacher for extra in profile.distillation.extra_teachers]
-        for key, teacher in zip(teacher_input_names(len(configs) - 1), configs):
-            teacher_data = _teacher_data(step, profile, teacher, data)
-            teachers[key] = step(key, _teacher_stage(profile, teacher, key), data=teacher_data, **_onnx_import(step, profile, teacher, key, teacher_data))
-    if done("teacher"):
-        return result
-
-    def student_stage(distillation) -> StudentStage:
-        return StudentStage(StudentStageConfig(student=profile.student, preprocessing=pre, distillation=distillation, seed=profile.seed))
-
-    if distilling:
-        students = [StageJob("student", student_stage(profile.distillation), {"data": data, **teachers})]
-        if profile.distillation.scratch_baseline:
-            students.append(StageJob("scratch", student_stage(None), {"data": data}))
-        student = steps_side_by_side(students)["student"]
-    else:
-        student = step("student", student_stage(None), data=data)
-    if done("distill"):
-        return result
-
-    if profile.pruning.method != "none" or profile.clustering.enabled:
-        kd = profile.distillation if distilling and profile.pruning.distill else None
-        prune_cfg = PruneStageConfig(pruning=profile.pruning, clustering=profile.clustering, preprocessing=pre, distillation=kd, seed=profile.seed)
-        student = step("prune", PruneStage(prune_cfg), data=data, student=student, **(teachers if kd else {}))
-    if done("prune"):
-        return result
-
-    q = profile.quantization
-    for mode in q.modes:
-        cfg = QuantizeStageConfig(
-            mode=mode, calibration_samples=q.calibration_samples, int8_io=q.int8_io, preprocessing=pre,
-            mixed=q.mixed if mode == "mixed" else None,
-        )
-        step(f"quantize:{mode}", QuantizeStage(cfg), data=data, student=student)
-    if done("quantize"):
-        return result
-
-    for mode in q.modes:
-        step(f"evaluate:{mode}", EvaluateStage(EvaluateStageConfig(preprocessing=pre)), data=data, student=student, tflite=art[f"quantize:{mode}"])
-    if done("evaluate"):
-        return result
-
-    if profile.export.onnx:
-        step("export_onnx", OnnxExportStage(OnnxExportStageConfig(export=profile.export, preprocessing=pre)), data=data, student=student)
-    optional = {key: art[key] for key in ("teacher", "scratch", "export_onnx") if key in art}
-    package_cfg = PackageStageConfig(profile_name=profile.name, profile_sha256=profile_sha256(profile), eval_count=profile.dataset.eval_count, preprocessing=pre)
-    package = step(
-        "package",
-        PackageStage(package_cfg, optional_inputs=tuple(optional)),
-        data=data, student=student, tflite=art[f"quantize:{q.ship}"], evaluate=art[f"evaluate:{q.ship}"], **optional,
-    )
-    result.bundle_dir = publish_bundle(package, bundles_dir())
-    result.warnings = acceptance_warnings(profile, package.metrics["host_metrics"])
+    for name, step in _STEPS:
+        step(run)
+        if name == until:
+            break
     result.wall_seconds = time.perf_counter() - started
     return result
 
 
 def _teacher_stage(profile: BuildProfile, teacher: TeacherConfig, key: str) -> TeacherStage:
+    """The teacher stage at the teacher's own input size, with a keras-file teacher's content hash."""
     pre = teacher.preprocessing or profile.preprocessing
     cfg = TeacherStageConfig(teacher=teacher, preprocessing=pre, seed=profile.seed, keras_file_sha256=_teacher_file_sha(profile, teacher, key))
     return TeacherStage(cfg)
 
 
-def _onnx_import(step, profile: BuildProfile, teacher: TeacherConfig, key: str, data: Artifact) -> dict[str, Artifact]:
+def _onnx_import(run: _Run, teacher: TeacherConfig, key: str, data: Artifact) -> dict[str, Artifact]:
     """``{"onnx_import": artifact}`` for an ``onnx-file`` teacher (converted and checked once, cached)."""
-    cfg = onnx_import_config(teacher, teacher.preprocessing or profile.preprocessing)
+    cfg = onnx_import_config(teacher, teacher.preprocessing or run.profile.preprocessing)
     if cfg is None:
         return {}
-    return {"onnx_import": step("onnx_import" if key == "teacher" else f"onnx_import:{key}", OnnxImportStage(cfg), data=data)}
+    return {"onnx_import": _step(run, "onnx_import" if key == "teacher" else f"onnx_import:{key}", OnnxImportStage(cfg), data=data)}
 
 
-def _teacher_data(step, profile: BuildProfile, teacher: TeacherConfig, data: Artifact) -> Artifact:
+def _teacher_data(run: _Run, teacher: TeacherConfig) -> Artifact:
     """The data artifact at the teacher's own input size (the student's when it has none).
 
     Splits depend on the seed only, so image i is the same picture at every size and the
     teacher's logits line up with the student's training images.
     """
-    if teacher.preprocessing is None or teacher.preprocessing == profile.preprocessing:
-        return data
+    p = run.profile
+    if teacher.preprocessing is None or teacher.preprocessing == p.preprocessing:
+        return run.art["data"]
     size = f"{teacher.preprocessing.height}x{teacher.preprocessing.width}x{teacher.preprocessing.channels}"
-    cfg = DataStageConfig(dataset=profile.dataset, preprocessing=teacher.preprocessing, seed=profile.seed)
-    return step(f"data:{size}", DataStage(cfg))
+    cfg = DataStageConfig(dataset=p.dataset, preprocessing=teacher.preprocessing, seed=p.seed)
+    return _step(run, f"data:{size}", DataStage(cfg))
 
 
 def acceptance_warnings(profile: BuildProfile, host_metrics: dict) -> list[str]:

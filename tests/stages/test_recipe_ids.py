@@ -61,7 +61,7 @@ def profiles() -> dict[str, BuildProfile]:
     return found
 
 
-def recipe_ids(profile: BuildProfile, monkeypatch: pytest.MonkeyPatch, tmp: Path) -> dict[str, str]:
+def recipe_ids(profile: BuildProfile, monkeypatch: pytest.MonkeyPatch, tmp: Path, until: str | None = None) -> dict[str, str]:
     """``{build key: recipe id}`` for every stage ``profile`` builds; nothing runs."""
     ids: dict[str, str] = {}
     host_metrics = {"accuracy": 1.0, "tflite_bytes": 0, "parameters": 0}
@@ -76,7 +76,7 @@ def recipe_ids(profile: BuildProfile, monkeypatch: pytest.MonkeyPatch, tmp: Path
     monkeypatch.setattr(build, "run_stage", fake_run_stage)
     monkeypatch.setattr(build, "run_side_by_side", fake_side_by_side)
     monkeypatch.setattr(build, "publish_bundle", lambda artifact, root: tmp)
-    build.build_profile(profile)
+    build.build_profile(profile, until=until)
     return ids
 
 
@@ -176,6 +176,12 @@ def test_recipe_ids_are_unchanged(name: str, monkeypatch: pytest.MonkeyPatch, tm
     for file, content in TEACHER_FILES.items():
         (tmp_path / file).write_bytes(content)
     assert recipe_ids(profiles()[name], monkeypatch, tmp_path) == EXPECTED[name]
+
+
+@pytest.mark.parametrize("until, last", [("data", "00 data"), ("teacher", "01 teacher"), ("distill", "03 distill"), ("prune", "03 distill"), ("evaluate", "11 evaluate")])
+def test_until_stops_after_that_step(until: str, last: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ids = recipe_ids(load_profile("default"), monkeypatch, tmp_path, until=until)
+    assert list(ids) == list(EXPECTED["default"])[: list(EXPECTED["default"]).index(last) + 1]
 
 
 def test_every_profile_is_pinned() -> None:
