@@ -54,11 +54,12 @@ def onnx2tflite(
 
     from pipeline.onnx.check import Tolerance
     from pipeline.onnx.graph import InputSize
-    from pipeline.onnx.to_tflite import onnx_to_tflite, profile_images
+    from pipeline.onnx.to_tflite import onnx_to_tflite
 
     size = InputSize(height, width, channels)
     sample = None
     if profile:
+        from pipeline.onnx_build import profile_images
         from pipeline.progress import RichProgress
 
         sample, profile_size = profile_images(profile, samples, progress=RichProgress())

@@ -2,8 +2,9 @@
 
 The ONNX model is converted with onnx2tf, the converted model is checked against onnxruntime, it
 is quantized by the same code as the pipeline's quantize stage, and the .tflite is checked against
-onnxruntime again. Real images (and labels, for the layout check) come from a build profile's data
-when one is given; otherwise the checks run on random images and say so.
+onnxruntime again. Real images (and labels, for the layout check) are the caller's, e.g. a build
+profile's data (``pipeline.onnx_build.profile_images``); without them the checks run on random
+images and say so.
 """
 
 from __future__ import annotations
@@ -49,19 +50,6 @@ def random_images(shape: tuple[int, int, int], count: int = RANDOM_SAMPLES, seed
     """Uniform [0, 1) images: enough to catch a broken conversion, not to calibrate int8 well."""
     images = np.random.default_rng(seed).random((count, *shape), dtype=np.float32)
     return SampleImages(images=images, calibration=images, real=False)
-
-
-def profile_images(profile: str, samples: int, progress=None) -> tuple[SampleImages, InputSize]:
-    """Validation images, labels and calibration images of ``profile`` (its data stage, cached)."""
-    from pipeline.build import build_profile
-    from pipeline.stages.data_stage import Splits
-
-    result = build_profile(profile, progress=progress, until="data")
-    pre = result.profile.preprocessing
-    data = Splits(result.artifacts["data"], pre)
-    images = data.model_input("x_val")[:samples]
-    sample = SampleImages(images=images, labels=data.raw("y_val")[: len(images)], calibration=data.model_input("x_calib"))
-    return sample, InputSize(pre.height, pre.width, pre.channels)
 
 
 def onnx_to_tflite(
