@@ -18,6 +18,7 @@ from typing import Any, Callable, ClassVar, Generic, Mapping, Optional, TypeVar
 
 from pydantic import BaseModel
 
+from pipeline.clock import utc_now
 from pipeline.fsutil import atomic_directory, canonical_json, sha256_bytes
 from pipeline.paths import cache_dir
 from pipeline.progress import NullProgress, Progress
@@ -163,7 +164,8 @@ def run_stage(stage: Stage, inputs: Mapping[str, Artifact], ctx: RunContext) -> 
             "inputs": {key: inputs[key].recipe_id for key in stage.inputs},
             "metrics": metrics,
             "seconds": round(time.perf_counter() - started, 3),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            # 2026-12-02T22:30:00Z, as before (pipeline/bench/build_bench.py parses it back)
+            "finished": utc_now("seconds").replace("+00:00", "Z"),
         }
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
     return Artifact(stage=stage.name, recipe_id=recipe_id, path=final, meta=meta, cached=False)

@@ -89,3 +89,11 @@ def test_interrupted_stage_leaves_no_entry_and_reruns_cleanly(tmp_path: Path) ->
 def test_missing_input_is_a_programming_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="missing inputs"):
         run_stage(Downstream(NoConfig()), {}, RunContext(cache_root=tmp_path))
+
+
+def test_meta_records_when_the_stage_finished_in_utc(tmp_path: Path) -> None:
+    import time
+
+    done = run_stage(Counting(CountingConfig(value=4)), {}, RunContext(cache_root=tmp_path))
+    finished = time.strptime(done.meta["finished"], "%Y-%m-%dT%H:%M:%SZ")  # the format build_bench reads back
+    assert abs(time.mktime(finished) - time.mktime(time.gmtime())) < 120
