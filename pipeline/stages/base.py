@@ -18,7 +18,7 @@ from typing import Any, Callable, ClassVar, Generic, Mapping, Optional, TypeVar
 
 from pydantic import BaseModel
 
-from pipeline.clock import utc_now
+from pipeline.clock import utc_seconds_z
 from pipeline.fsutil import atomic_directory, canonical_json, sha256_bytes
 from pipeline.paths import cache_dir
 from pipeline.progress import NullProgress, Progress
@@ -165,7 +165,7 @@ def run_stage(stage: Stage, inputs: Mapping[str, Artifact], ctx: RunContext) -> 
             "metrics": metrics,
             "seconds": round(time.perf_counter() - started, 3),
             # 2026-12-02T22:30:00Z, as before (pipeline/bench/build_bench.py parses it back)
-            "finished": utc_now("seconds").replace("+00:00", "Z"),
+            "finished": utc_seconds_z(),
         }
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
     return Artifact(stage=stage.name, recipe_id=recipe_id, path=final, meta=meta, cached=False)
