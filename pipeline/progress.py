@@ -21,6 +21,9 @@ class Progress(Protocol):
 
     def note(self, message: str) -> None: ...
 
+    def detail(self, message: str) -> None:
+        """A line worth a log reader's eye (an epoch's metrics) but not a terminal's."""
+
 
 class NullProgress:
     """Reports nothing, but keeps notes in the log for diagnostics."""
@@ -31,6 +34,9 @@ class NullProgress:
 
     def note(self, message: str) -> None:
         log.info(message)
+
+    def detail(self, message: str) -> None:
+        log.debug(message)
 
 
 class RichProgress:
@@ -75,3 +81,57 @@ class RichProgress:
 
     def note(self, message: str) -> None:
         self.console.print(message)
+
+    def detail(self, message: str) -> None:
+        log.info(message)  # the bars show the progress; -v shows the lines
+
+
+class PlainProgress:
+    """One plain line when a task starts and one when it ends, for logs and CI (no terminal).
+
+    A rich bar redrawn in a pipe prints nothing useful until the end; a line per stage, epoch or
+    finished task shows a CI log reader where a 20-minute build is. ``note`` lines (epoch
+    summaries among them) are printed as they come.
+    """
+
+    def __init__(self, stream=None) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def _print(self, text: str) -> None:
+        import sys
+
+        stream = self._stream or sys.stderr
+        with self._lock:
+            stream.write(text + "\n")
+            stream.flush()
+
+    @contextlib.contextmanager
+    def task(self, description: str, total: Optional[float] = None) -> Iterator[Advance]:
+        import time
+
+        started = time.monotonic()
+        self._print(f"{description} ..." + (f" ({total:g} steps)" if total else ""))
+        ok = False
+        try:
+            yield lambda amount=1: None
+            ok = True
+        finally:
+            self._print(f"{description}: {'done' if ok else 'stopped'} in {time.monotonic() - started:.1f}s")
+
+    def note(self, message: str) -> None:
+        self._print(message)
+
+    def detail(self, message: str) -> None:
+        self._print(message)
+
+
+def terminal_progress(console=None) -> "RichProgress | PlainProgress":
+    """Bars on a terminal, plain lines otherwise (a pipe, a file, CI)."""
+    import sys
+
+    stream = getattr(console, "file", None) or sys.stderr
+    isatty = getattr(stream, "isatty", None)
+    if isatty is not None and isatty():
+        return RichProgress(console)
+    return PlainProgress()

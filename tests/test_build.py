@@ -128,6 +128,27 @@ def test_cli_build_prints_table_from_cache(built) -> None:
     assert "warning: accuracy" in proc.stderr
 
 
+def test_a_piped_cli_build_prints_plain_progress_and_no_tensorflow_lines(built, tmp_path: Path) -> None:
+    """As in CI: a plain line per task, none of TensorFlow's or the converter's lines (they go to
+    results/logs/). The trained stages come from the cache; quantize and evaluate run again."""
+    import shutil
+
+    root, profile_path, _ = built
+    results = tmp_path / "results"
+    for stage in (root / "results" / "cache").iterdir():
+        if stage.name not in ("quantize", "evaluate", "package"):
+            shutil.copytree(stage, results / "cache" / stage.name)
+    env = dict(os.environ, EDGESHIP_RESULTS=str(results))
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the CLI sets its own level, as it does for a user
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "build", "--profile", str(profile_path)], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "calibrating int8 ..." in proc.stderr and "calibrating int8: done in" in proc.stderr
+    for chatter in ("oneDNN", "absl", "fully_quantize", "UserWarning", "tensorflow/"):
+        assert chatter not in proc.stderr + proc.stdout, chatter
+    logs = list((results / "logs").glob("*-build-*.log"))
+    assert len(logs) == 1 and "fully_quantize" in logs[0].read_text()
+
+
 def test_cli_missing_dataset_names_the_directory(tmp_path: Path) -> None:
     profile = tmp_path / "p.yaml"
     profile.write_text(yaml.safe_dump({"name": "p", "dataset": {"source": "idx", "path": str(tmp_path / "nowhere")}}))

@@ -10,14 +10,14 @@ from pipeline.cli import main
 
 
 def _run(profile: str, until: str | None, jobs: int | None = None) -> None:
-    from rich.console import Console
+    from pipeline.cli.output import make_console
 
     from pipeline.build import build_profile
-    from pipeline.progress import RichProgress
+    from pipeline.cli.output import make_progress
     from pipeline.reports.build_table import build_table, pruning_table
 
-    console = Console()
-    result = build_profile(profile, progress=RichProgress(), until=until, max_jobs=jobs)
+    console = make_console()
+    result = build_profile(profile, progress=make_progress(), until=until, max_jobs=jobs)
     console.print(build_table(result))
     compression = pruning_table(result)
     if compression is not None:

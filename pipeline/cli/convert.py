@@ -50,7 +50,7 @@ def onnx2tflite(
     quantization: str, int8_io: bool, profile: Optional[str], samples: int, max_abs_error: float, min_agreement: float,
 ) -> None:
     """Convert MODEL (.onnx) to .tflite with onnx2tf, checked against onnxruntime."""
-    from rich.console import Console
+    from pipeline.cli.output import make_console
 
     from pipeline.onnx.check import Tolerance
     from pipeline.onnx.graph import InputSize
@@ -60,15 +60,15 @@ def onnx2tflite(
     sample = None
     if profile:
         from pipeline.onnx_build import profile_images
-        from pipeline.progress import RichProgress
+        from pipeline.cli.output import make_progress
 
-        sample, profile_size = profile_images(profile, samples, progress=RichProgress())
+        sample, profile_size = profile_images(profile, samples, progress=make_progress())
         size = InputSize(*(given if given is not None else p for given, p in zip(size.as_tuple(), profile_size.as_tuple())))
     result = onnx_to_tflite(
         model, out or model.with_suffix(".tflite"), layout=layout, size=size, quantization=quantization, int8_io=int8_io,
         tolerance=Tolerance(max_abs_error, min_agreement), samples=sample,
     )
-    console = Console()
+    console = make_console()
     console.print(_checks_table(result.reports, f"{model.name} → {result.out.name}"))
     h, w, c = result.input_shape
     console.print(f"wrote {result.out} ({result.tflite_bytes / 1024:.1f} KB, {quantization}, input {h}x{w}x{c} NHWC; the ONNX model was {layout})")
@@ -92,21 +92,21 @@ def export_onnx(profile: str, opset: Optional[int], out: Optional[Path]) -> None
     """
     import shutil
 
-    from rich.console import Console
+    from pipeline.cli.output import make_console
 
     from pipeline.build import build_profile
     from pipeline.config.profile import load_profile
     from pipeline.onnx.check import AgreementReport
-    from pipeline.progress import RichProgress
+    from pipeline.cli.output import make_progress
     from pipeline.stages.onnx_export_stage import ONNX_FILE
 
     loaded = load_profile(profile)
     settings = loaded.export.model_copy(update={"onnx": True, "opset": opset or loaded.export.opset})
-    result = build_profile(loaded.model_copy(update={"export": settings}), progress=RichProgress())
+    result = build_profile(loaded.model_copy(update={"export": settings}), progress=make_progress())
     artifact = result.artifacts["export_onnx"]
     metrics = artifact.metrics
     check = {k: v for k, v in metrics["check"].items() if k in AgreementReport.__dataclass_fields__}
-    console = Console()
+    console = make_console()
     console.print(_checks_table([AgreementReport(**check)], f"{loaded.name}: student → ONNX opset {metrics['opset']}"))
     source = artifact.path / ONNX_FILE
     if out is not None:

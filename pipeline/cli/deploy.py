@@ -23,9 +23,9 @@ _TARGET_HELP = "a name in targets/ (rpi4, local, ...) or a path to a target YAML
 
 
 def _console(stderr: bool = False):
-    from rich.console import Console
+    from pipeline.cli.output import make_console
 
-    return Console(stderr=stderr)
+    return make_console(stderr=stderr)
 
 
 def profile_table(record: ProfileRecord, title: Optional[str] = None):
@@ -86,14 +86,18 @@ def _load(target: str):
     return load_target(target)
 
 
-def _build_bundle(profile_name: str) -> Path:
+def _build_bundle(profile_name: str, console) -> Path:
+    """Build (or take from the cache) the profile's bundle and show what it holds: the model's
+    accuracy, size and parameters belong next to the device's numbers."""
     from pipeline.build import build_profile  # heavy (TensorFlow): only when building
+    from pipeline.cli.output import make_progress
     from pipeline.errors import EdgeshipError
-    from pipeline.progress import RichProgress
+    from pipeline.reports.build_table import build_table
 
-    result = build_profile(profile_name, progress=RichProgress())
+    result = build_profile(profile_name, progress=make_progress())
     if getattr(result, "bundle_dir", None) is None:
         raise EdgeshipError(f"Building profile '{profile_name}' produced no bundle to deploy.")
+    console.print(build_table(result))
     return Path(result.bundle_dir)
 
 
@@ -138,7 +142,7 @@ def deploy(
     out = _console()
     err = _console(stderr=True)
     if bundle is None:
-        bundle = _build_bundle(profile_name or cfg.default_profile)
+        bundle = _build_bundle(profile_name or cfg.default_profile, err if as_json else out)
     elif profile_name:
         raise click.UsageError("--bundle and --profile are alternatives: give one of them.")
     with open_transport(cfg) as transport, _upload_progress() as progress:

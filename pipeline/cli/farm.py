@@ -19,12 +19,12 @@ class LiveDevices:
     """A live per-device table, fed from the farm's worker threads."""
 
     def __init__(self) -> None:
-        from rich.console import Console
+        from pipeline.cli.output import make_console
         from rich.live import Live
 
         self.rows: dict[str, tuple[str, str]] = {}
         self.lock = threading.Lock()
-        self.live = Live(self._table(), console=Console(stderr=True), refresh_per_second=4, transient=False)
+        self.live = Live(self._table(), console=make_console(stderr=True), refresh_per_second=4, transient=False)
 
     def _table(self):
         from rich.table import Table
@@ -87,12 +87,12 @@ def farm_run(inventory: str, tags: tuple[str, ...], profile: Optional[str]) -> N
     """Build the bundles needed (cached), then deploy and profile every selected device."""
     from pipeline.farm.inventory import load_inventory
     from pipeline.farm.runner import run_farm
-    from pipeline.progress import RichProgress
+    from pipeline.cli.output import make_progress
 
     loaded = load_inventory(inventory, profile_override=profile)
     loaded.select(tags)  # fail on unknown tags before building anything
     with LiveDevices() as live:
-        result = run_farm(loaded, tags=tags, progress=RichProgress(), listener=live)
+        result = run_farm(loaded, tags=tags, progress=make_progress(), listener=live)
     ok = sum(o.status == "ok" for o in result.outcomes)
     click.echo(f"run {result.run_id}: {ok}/{len(result.outcomes)} devices profiled in {result.seconds:.1f}s")
     for o in result.outcomes:
@@ -106,14 +106,14 @@ def farm_run(inventory: str, tags: tuple[str, ...], profile: Optional[str]) -> N
 @click.option("--profile", "-p", default=None, help="Build profile for every device (overrides the inventory).")
 def nightly(inventory: str, tags: tuple[str, ...], profile: Optional[str]) -> None:
     """Build, farm run, regression check, reports. Exit 0 ok, 1 regression, 2 infrastructure failure."""
-    from rich.console import Console
+    from pipeline.cli.output import make_console
 
     from pipeline.farm.nightly import run_nightly
-    from pipeline.progress import RichProgress
+    from pipeline.cli.output import make_progress
 
     with LiveDevices() as live:
-        result = run_nightly(inventory, tags=tags, profile=profile, progress=RichProgress(), listener=live)
-    console = Console()
+        result = run_nightly(inventory, tags=tags, profile=profile, progress=make_progress(), listener=live)
+    console = make_console()
     console.print(_verdict_table(result.verdicts))
     _print_reasons(console, result.verdicts)
     console.print(f"run {result.farm.run_id}: {result.summary.headline}")
@@ -144,7 +144,7 @@ def baseline_accept(run_id: int, by_class: bool, force: bool) -> None:
 @baseline.command("show")
 def baseline_show() -> None:
     """List baselines."""
-    from rich.console import Console
+    from pipeline.cli.output import make_console
     from rich.table import Table
 
     from pipeline.farm.store import ResultsStore
@@ -157,7 +157,7 @@ def baseline_show() -> None:
     for b in baselines:
         r = b.result
         table.add_row(b.device_key, b.profile_name, str(r.run_id), r.bundle_id or "-", "-" if r.p50 is None else f"{r.p50:.3f}", "-" if r.top1 is None else f"{r.top1:.4f}", b.accepted_at)
-    Console().print(table if baselines else "no baselines yet: run `edgeship nightly`, then `edgeship baseline accept RUN`")
+    make_console().print(table if baselines else "no baselines yet: run `edgeship nightly`, then `edgeship baseline accept RUN`")
 
 
 @main.command()

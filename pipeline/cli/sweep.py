@@ -44,7 +44,7 @@ def _grid(grid_file: Optional[str], profile: Optional[str], overrides: dict):
 
 
 def _finish(result, select_expr: Optional[str], write_profile: Optional[Path]) -> None:
-    from rich.console import Console
+    from pipeline.cli.output import make_console
 
     from pipeline.reports.sweep_report import sweep_table, write_sweep_report
     from pipeline.sweep.constraints import parse_constraints, select
@@ -52,7 +52,7 @@ def _finish(result, select_expr: Optional[str], write_profile: Optional[Path]) -
     from pipeline.sweep.runner import sweep_reports_dir
 
     selection = select(result.rows, parse_constraints(select_expr)) if select_expr else None
-    console = Console()
+    console = make_console()
     console.print(sweep_table(result, selection))
     paths = write_sweep_report(result, sweep_reports_dir(result.sweep_id), selection)
     console.print(f"report: {paths['report.html']}  (plots: {paths['pareto_latency.png'].name}, {paths['pareto_size.png'].name})")
@@ -93,7 +93,7 @@ def sweep(
 ) -> None:
     """Build a grid of variants, profile each on TARGET, and show the accuracy-vs-cost Pareto fronts."""
     from pipeline.config.target import load_target
-    from pipeline.progress import RichProgress
+    from pipeline.cli.output import make_progress
     from pipeline.sweep.constraints import parse_constraints
     from pipeline.sweep.runner import run_sweep
 
@@ -105,7 +105,7 @@ def sweep(
         "family": _words(family), "width": _floats(width), "resolution": _ints(resolution),
         "sparsity": _floats(sparsity), "pruning_method": pruning_method, "quantization": _words(quant),
     })
-    result = run_sweep(grid, load_target(target), progress=RichProgress(), remeasure=remeasure, runs=runs, min_seconds=min_seconds)
+    result = run_sweep(grid, load_target(target), progress=make_progress(), remeasure=remeasure, runs=runs, min_seconds=min_seconds)
     _finish(result, select_expr, write_profile)
 
 

@@ -170,6 +170,9 @@ class QueueProgress:
     def note(self, message: str) -> None:
         self.queue.put(("note", message))
 
+    def detail(self, message: str) -> None:
+        self.queue.put(("detail", message))
+
 
 class _QueueTask:
     def __init__(self, queue: Any, uid: str, description: str, total: Optional[float]) -> None:
@@ -222,3 +225,5 @@ class _ProgressForwarder(threading.Thread):
                 entry[0].__exit__(None, None, None)
         elif kind == "note":
             self.progress.note(message[1])
+        elif kind == "detail":
+            self.progress.detail(message[1])

@@ -25,6 +25,7 @@ class EpochProgress(keras.callbacks.Callback):
         logs = {k: float(v) for k, v in (logs or {}).items()}
         self.history.append(logs)
         text = f"{self.label} epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items()) if k != "learning_rate")
-        log.info(text)
         if self.on_epoch:
             self.on_epoch(text)
+        else:
+            log.info(text)

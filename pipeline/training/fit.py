@@ -72,7 +72,7 @@ def train_classifier(
     validation = (x_val, pack_targets(y_val, num_classes)) if x_val is not None and y_val is not None else None
     started = time.perf_counter()
     with progress.task(f"training {label}", total=steps) as advance:
-        callback = EpochProgress(advance, label, on_epoch=None)
+        callback = EpochProgress(advance, label, on_epoch=progress.detail)
         model.fit(batches, epochs=training.epochs, validation_data=validation, callbacks=[callback, *callbacks], verbose=0)
     seconds = time.perf_counter() - started
     last = callback.history[-1] if callback.history else {}

@@ -79,6 +79,9 @@ class RecordingProgress:
     def note(self, message: str) -> None:
         self.events.append(("note", message))
 
+    def detail(self, message: str) -> None:
+        self.events.append(("detail", message))
+
 
 def jobs(*tags: str, fail: str = "", die: str = "", meet_in: Path | None = None) -> list[StageJob]:
     def config(tag: str) -> RecordingConfig:
