@@ -69,8 +69,8 @@ class TeacherConfig(Strict):
     training: TrainingConfig = TrainingConfig()
     shift: int = Field(
         0, ge=0, le=4,
-        description="random shifts of up to this many pixels while training a resnet teacher; in a 6-epoch budget "
-        "they cost accuracy (Fashion-MNIST test 0.9175 with 2 px, 0.930 with none), so 0 is the default",
+        description="random shifts of up to this many pixels while training a resnet teacher; in a short budget "
+        "they cost accuracy (docs/RESULTS.md), so 0 is the default",
     )
     preprocessing: Optional[PreprocessingConfig] = Field(
         None,

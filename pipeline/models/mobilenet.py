@@ -61,9 +61,8 @@ V2_HEAD = 128
 # mobilenet_v2_fused: the 28x28 part of mobilenet_v2 (block 1, and block 2's 1x1 expansion to 64
 # channels before its stride-2 depthwise) is where training spends most of its time on a CPU: wide
 # full-resolution tensors through BatchNorm and ReLU6, forward and backward. One fused stride-2
-# block replaces both, so nothing wider than the 16-channel stem runs at 28x28. Measured on the
-# 2-core build host (one thread, batch 128): 37 s per Fashion-MNIST epoch against 55 s for
-# mobilenet_v2, for 64k parameters and 5.6 M MACs (v2: 57k, 5.0 M).
+# block replaces both, so nothing wider than the 16-channel stem runs at 28x28, for slightly more
+# parameters and MACs; the epoch times are in docs/RESULTS.md.
 V2_FUSED_STAGES: tuple[V2Stage, ...] = (
     V2Stage(4, 24, 1, 2, fused=True),  # 28x28 -> 14x14 in one full 3x3 conv
     V2Stage(4, 24, 1, 1),  # 14x14

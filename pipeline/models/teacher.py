@@ -45,9 +45,9 @@ def build_resnet_teacher(
     stage on, starts with a stride-2 block. Global average pooling, then a Dense layer of logits.
 
     The stem is a stride-2 3x3 conv (stride 1 only for inputs under 16 px), so on 28x28 the stages
-    run at 14, 7 and 4 px. Measured on the 2-core build host, one Fashion-MNIST epoch (60000 images,
-    batch 128) took 87 s this way and 335 s with a stride-1 stem (stages at 28/14/7, 3.6x the
-    MACs); epoch time is what limits this pipeline, so pass ``stem_stride=1`` only on purpose.
+    run at 14, 7 and 4 px. A stride-1 stem (stages at 28/14/7, 3.6x the MACs) trains several times
+    slower (docs/RESULTS.md); epoch time is what limits this pipeline, so pass ``stem_stride=1``
+    only on purpose.
     """
     shape = check_input(input_shape, num_classes)
     if base_width <= 0 or not blocks_per_stage or min(blocks_per_stage) <= 0:

@@ -1,10 +1,10 @@
 """Run independent stages side by side, one process each, with the cores split between them.
 
-TensorFlow spreads the training of models this small poorly across cores: on the 2-core build host
-one student epoch took 83 s with 2 threads and 108 s with 1, while two 1-thread trainings at once
-ran at ~105 s each. Training the distilled student and its scratch baseline side by side (the same
-epochs, so they finish together) therefore takes about 60 % of the time of running them in turn,
-and both get identical conditions, which keeps the comparison fair.
+TensorFlow spreads the training of models this small poorly across cores: a second thread speeds
+one student's training up far less than a second training at once uses it (docs/RESULTS.md,
+"Measurements the code relies on"). Training the distilled student and its scratch baseline side
+by side (the same epochs, so they finish together) is therefore much faster than running them in
+turn, and both get identical conditions, which keeps the comparison fair.
 
 Every worker runs the ordinary :func:`run_stage`, so the cache, recipe ids and the atomic commit
 are unchanged; the parent only forwards the workers' progress to its own display. A stage that
