@@ -2,7 +2,7 @@
 
 A subclass names its file and error type and lists its schema as ``migrations``: numbered SQL
 scripts applied in order, in one transaction, with the applied version kept in a ``schema_version``
-table (the layout the farm's results store, which still runs its own equivalent loop, uses too).
+table.
 Everything a write touches goes through ``_write``, so it commits whole or not at all.
 """
 
@@ -55,6 +55,8 @@ class SQLiteStore:
     what: ClassVar[str]  # "Results store", used in every error message
     error: ClassVar[Type[EdgeshipError]] = EdgeshipError
     migrations: ClassVar[Sequence[Migration]] = ()
+    # What to tell the user whose file a newer edgeship wrote.
+    newer_hint: ClassVar[str] = "upgrade edgeship, or move the file aside to start a new one"
 
     def __init__(self, path: Union[str, Path, None] = None, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S):
         self.path = Path(path) if path is not None else results_dir() / self.file_name
@@ -108,7 +110,7 @@ class SQLiteStore:
             if current > latest:
                 raise self.error(
                     f"{self.what} {self.path} has schema version {current}, newer than this edgeship understands "
-                    f"({latest}); upgrade edgeship, or move the file aside to start a new one."
+                    f"({latest}); {self.newer_hint}."
                 )
             for version, script in self.migrations:
                 if version <= current:

@@ -21,14 +21,8 @@ from pipeline.farm.regression import (
     load_verdicts,
     summarize,
 )
-from pipeline.farm.store import (
-    Baseline,
-    BaselineExistsError,
-    Result,
-    ResultsStore,
-    Run,
-    StoreError,
-)
+from pipeline.farm.rows import Baseline, BaselineExistsError, Result, Run, StoreError
+from pipeline.farm.store import ResultsStore
 
 __all__ = [
     "DEFAULT_POLICY",

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
 from pipeline.farm.regression import DEFAULT_POLICY, Policy, RunSummary, Verdict, load_verdicts, summarize
-from pipeline.farm.store import ResultsStore, Run
+from pipeline.farm.rows import Run
+from pipeline.farm.store import ResultsStore
 from pipeline.fsutil import atomic_write_bytes, atomic_write_text
 from pipeline.paths import results_dir
 from pipeline.reports import plots

@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 from typing import Optional, Sequence
 
 from pipeline.farm.regression import Verdict, summarize
-from pipeline.farm.store import Run
+from pipeline.farm.rows import Run
 
 # Characters XML 1.0 cannot carry at all (control characters other than tab, LF, CR).
 _INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")

@@ -7,7 +7,7 @@ from collections import defaultdict
 from typing import Optional, Sequence
 
 from pipeline.farm.regression import Verdict, summarize
-from pipeline.farm.store import Run
+from pipeline.farm.rows import Run
 
 STATUS_LABELS = {
     "pass": "✅ pass",

@@ -15,12 +15,9 @@ import pytest
 
 from pipeline.deploy.record import ProfileRecord
 from pipeline.errors import EdgeshipError
-from pipeline.farm.store import (
-    SCHEMA_VERSION,
-    BaselineExistsError,
-    ResultsStore,
-    StoreError,
-)
+from pipeline.farm.rows import BaselineExistsError, StoreError
+from pipeline.farm.schema import MIGRATIONS, SCHEMA_VERSION
+from pipeline.farm.store import ResultsStore
 from pipeline.paths import PROJECT_ROOT
 from tests.helpers.records import latency_samples, make_record
 
@@ -58,8 +55,37 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.execute("UPDATE schema_version SET version = 99")
     conn.commit()
     conn.close()
-    with pytest.raises(StoreError, match="newer than this edgeship"):
+    with pytest.raises(StoreError, match=r"newer than this edgeship understands \(1\); upgrade edgeship or point \$EDGESHIP_RESULTS"):
         ResultsStore(path)
+
+
+def test_a_store_written_at_the_oldest_schema_version_opens_with_its_rows(tmp_path: Path) -> None:
+    # What the store's own migration loop left behind before it used the shared runner: the
+    # version-1 tables, one schema_version row, and data.
+    path = tmp_path / "old.sqlite"
+    oldest, script = MIGRATIONS[0]
+    conn = sqlite3.connect(path)
+    conn.executescript(script)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO schema_version (version) VALUES (?)", (oldest,))
+    conn.execute(
+        "INSERT INTO runs (id, kind, started_at, status, info) VALUES (7, 'farm', '2025-01-01T00:00:00+00:00', 'finished', '{}')"
+    )
+    conn.execute(
+        "INSERT INTO results (id, run_id, device, status, error, created)"
+        " VALUES (3, 7, 'rpi4-a', 'unreachable', 'down', '2025-01-01T00:00:01+00:00')"
+    )
+    conn.commit()
+    conn.close()
+    with ResultsStore(path) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert store.get_run(7).status == "finished"
+        assert [(r.id, r.device, r.error) for r in store.results_for_run(7)] == [(3, "rpi4-a", "down")]
+        new_run = store.start_run("farm")  # and it takes writes
+        assert store.get_run(new_run).status == "running"
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    conn.close()
 
 
 def test_record_ok_result_roundtrip(store: ResultsStore, tmp_path: Path) -> None:

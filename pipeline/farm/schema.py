@@ -1,0 +1,120 @@
+"""The results store's schema: every table, and the numbered steps that build it.
+
+Version 1 (``schema_version`` holds the applied version, :data:`MIGRATIONS` the steps; the shared
+runner in :mod:`pipeline.sqlite_store` applies them)
+-----------------------------------------------------------------------------------------------
+runs       id, kind farm|profile, started_at, finished_at, status running|finished|aborted,
+           inventory, profile_name, info (json: git commit, tool versions), host, pid, pid_start,
+           heartbeat_at
+devices    name PK, target_file, device_class, tags (json), emulated, last_seen
+bundles    bundle_id PK, profile_name, manifest (json or NULL until registered), created
+results    id, run_id -> runs, device, device_class, bundle_id -> bundles, profile_name,
+           status ok|unreachable|failed|timeout|invalid, error, record_path, record (json), p50,
+           mean, peak_rss_mb, top1, agreement, throttled, emulated, created
+samples    result_id -> results, idx, latency_ms           (raw timed samples, PK(result_id, idx))
+baselines  device_key (device name or device class), profile_name, result_id -> results,
+           accepted_at, PK(device_key, profile_name)
+noise      device, profile_name, floor, n_runs, updated    (PK(device, profile_name))
+verdicts   run_id -> runs, result_id -> results, verdict (json), created   (PK(run_id, result_id))
+"""
+
+from __future__ import annotations
+
+from pipeline.sqlite_store import Migration
+
+SCHEMA_VERSION = 1
+RUN_KINDS = ("farm", "profile")
+RUN_STATUSES = ("running", "finished", "aborted")
+RESULT_STATUSES = ("ok", "unreachable", "failed", "timeout", "invalid")
+
+_SCHEMA_V1 = """
+CREATE TABLE runs (
+    id            INTEGER PRIMARY KEY,
+    kind          TEXT NOT NULL CHECK (kind IN ('farm', 'profile')),
+    started_at    TEXT NOT NULL,
+    finished_at   TEXT,
+    status        TEXT NOT NULL CHECK (status IN ('running', 'finished', 'aborted')),
+    inventory     TEXT,
+    profile_name  TEXT,
+    info          TEXT NOT NULL DEFAULT '{}',
+    host          TEXT,
+    pid           INTEGER,
+    pid_start     TEXT,
+    heartbeat_at  TEXT
+);
+CREATE INDEX runs_status ON runs(status);
+
+CREATE TABLE devices (
+    name          TEXT PRIMARY KEY,
+    target_file   TEXT,
+    device_class  TEXT,
+    tags          TEXT NOT NULL DEFAULT '[]',
+    emulated      INTEGER NOT NULL DEFAULT 0,
+    last_seen     TEXT
+);
+
+CREATE TABLE bundles (
+    bundle_id     TEXT PRIMARY KEY,
+    profile_name  TEXT,
+    manifest      TEXT,
+    created       TEXT
+);
+
+CREATE TABLE results (
+    id            INTEGER PRIMARY KEY,
+    run_id        INTEGER NOT NULL REFERENCES runs(id),
+    device        TEXT NOT NULL,
+    device_class  TEXT,
+    bundle_id     TEXT REFERENCES bundles(bundle_id),
+    profile_name  TEXT,
+    status        TEXT NOT NULL CHECK (status IN ('ok', 'unreachable', 'failed', 'timeout', 'invalid')),
+    error         TEXT,
+    record_path   TEXT,
+    record        TEXT,
+    p50           REAL,
+    mean          REAL,
+    peak_rss_mb   REAL,
+    top1          REAL,
+    agreement     REAL,
+    throttled     INTEGER NOT NULL DEFAULT 0,
+    emulated      INTEGER NOT NULL DEFAULT 0,
+    created       TEXT NOT NULL
+);
+CREATE INDEX results_run ON results(run_id);
+CREATE INDEX results_history ON results(device, profile_name, id);
+
+CREATE TABLE samples (
+    result_id     INTEGER NOT NULL REFERENCES results(id) ON DELETE CASCADE,
+    idx           INTEGER NOT NULL,
+    latency_ms    REAL NOT NULL,
+    PRIMARY KEY (result_id, idx)
+) WITHOUT ROWID;
+
+CREATE TABLE baselines (
+    device_key    TEXT NOT NULL,
+    profile_name  TEXT NOT NULL,
+    result_id     INTEGER NOT NULL REFERENCES results(id),
+    accepted_at   TEXT NOT NULL,
+    PRIMARY KEY (device_key, profile_name)
+);
+
+CREATE TABLE noise (
+    device        TEXT NOT NULL,
+    profile_name  TEXT NOT NULL,
+    floor         REAL NOT NULL,
+    n_runs        INTEGER NOT NULL,
+    updated       TEXT NOT NULL,
+    PRIMARY KEY (device, profile_name)
+);
+
+CREATE TABLE verdicts (
+    run_id        INTEGER NOT NULL REFERENCES runs(id),
+    result_id     INTEGER NOT NULL REFERENCES results(id),
+    verdict       TEXT NOT NULL,
+    created       TEXT NOT NULL,
+    PRIMARY KEY (run_id, result_id)
+);
+"""
+
+# (version, SQL script). Append new steps; never edit a released one.
+MIGRATIONS: list[Migration] = [(1, _SCHEMA_V1)]
