@@ -26,11 +26,13 @@ import os
 import socket
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from pipeline.clock import utc_now
 from pipeline.deploy.record import DEFAULT_MAX_TEMPERATURE_C, ProfileRecord
 from pipeline.farm.baselines import BaselineQueries
 from pipeline.farm.rows import (
@@ -59,10 +61,6 @@ __all__ = [
 DEFAULT_STALE_AFTER_S = 24 * 3600.0
 
 
-def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
-
-
 def _parse_time(text: Optional[str]) -> Optional[_dt.datetime]:
     if not text:
         return None
@@ -89,7 +87,7 @@ def tool_info() -> dict[str, Any]:
 
     info: dict[str, Any] = {
         "edgeship": __version__,
-        "python": ".".join(str(v) for v in __import__("sys").version_info[:3]),
+        "python": ".".join(str(v) for v in sys.version_info[:3]),
         "numpy": np.__version__,
         "sqlite": sqlite3.sqlite_version,
         "git_commit": None,
