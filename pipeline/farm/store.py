@@ -24,9 +24,6 @@ import datetime as _dt
 import json
 import os
 import socket
-import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
@@ -49,13 +46,13 @@ from pipeline.farm.rows import (
     run_from_row,
 )
 from pipeline.farm.schema import MIGRATIONS, RESULT_STATUSES, RUN_KINDS, SCHEMA_VERSION
-from pipeline.paths import PROJECT_ROOT
 from pipeline.proc_identity import pid_alive, start_ticks
+from pipeline.provenance import tool_info
 
 # Callers have always imported the row types and errors from here.
 __all__ = [
     "DEFAULT_STALE_AFTER_S", "MIGRATIONS", "SCHEMA_VERSION", "Baseline", "BaselineExistsError", "Device",
-    "NoiseFloor", "Result", "ResultsStore", "Run", "StoreError", "tool_info",
+    "NoiseFloor", "Result", "ResultsStore", "Run", "StoreError",
 ]
 
 DEFAULT_STALE_AFTER_S = 24 * 3600.0
@@ -79,34 +76,6 @@ def _process_start(pid: int) -> Optional[str]:
 
 def _pid_alive(pid: int, pid_start: Optional[str]) -> bool:
     return pid_alive(pid, int(pid_start) if pid_start and pid_start.isdigit() else None)
-
-
-def tool_info() -> dict[str, Any]:
-    """What produced a run: edgeship version, Python, numpy, git commit (when in a checkout)."""
-    from pipeline import __version__
-
-    info: dict[str, Any] = {
-        "edgeship": __version__,
-        "python": ".".join(str(v) for v in sys.version_info[:3]),
-        "numpy": np.__version__,
-        "sqlite": sqlite3.sqlite_version,
-        "git_commit": None,
-        "git_dirty": None,
-    }
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
-        )
-        if commit.returncode == 0:
-            info["git_commit"] = commit.stdout.strip()
-            dirty = subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5,
-            )
-            info["git_dirty"] = bool(dirty.stdout.strip()) if dirty.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return info
 
 
 # ----------------------------------------------------------------------------------- the store
@@ -142,7 +111,7 @@ class ResultsStore(BaselineQueries):
         profile_name: Optional[str] = None,
         info: Optional[Mapping[str, Any]] = None,
     ) -> int:
-        """Open a run (status 'running') and return its id. ``info`` defaults to :func:`tool_info`."""
+        """Open a run (status 'running') and return its id. ``info`` defaults to :func:`pipeline.provenance.tool_info`."""
         if kind not in RUN_KINDS:
             raise ValueError(f"run kind must be one of {RUN_KINDS}, not {kind!r}")
         info = dict(tool_info() if info is None else info)
