@@ -41,7 +41,7 @@ def profile_table(record: ProfileRecord, title: Optional[str] = None):
         ("latency p90", fmt.ms(lat.p90)),
         ("latency p99", fmt.ms(lat.p99)),
         ("mean ± std", f"{fmt.ms(lat.mean)} ± {fmt.ms(lat.std)}"),
-        ("timed runs", fmt.general(lat.count)),
+        ("timed runs", f"{lat.count:,}" if isinstance(lat.count, int) else fmt.MISSING),
         ("init", fmt.ms(lat.init)),
         ("first invoke", fmt.ms(lat.first)),
         ("peak RSS", fmt.number(mem.peak_rss_mb, ".1f", suffix=" MB")),

@@ -90,3 +90,19 @@ def test_cli_deploy_over_ssh_with_json_output(sshd, tmp_path, tiny_bundle_int8, 
     data = json.loads(result.output[result.output.index("{"):])
     assert data["bundle_id"] == tiny_bundle_int8.name and data["profile"]["runtime"]["name"] == "tflite_runtime"
     assert data["warnings"] == []  # nothing failed after the switch
+
+
+def test_profile_table_prints_counts_as_whole_numbers() -> None:
+    import io
+
+    from rich.console import Console
+
+    from pipeline.cli.deploy import profile_table
+    from pipeline.deploy.record import ProfileRecord
+    from tests.helpers.records import make_record
+
+    raw = make_record([0.1] * 50)
+    raw["latency_ms"]["count"] = 18920
+    out = io.StringIO()
+    Console(file=out, width=200).print(profile_table(ProfileRecord.parse(raw)))
+    assert "18,920" in out.getvalue() and "e+04" not in out.getvalue()
