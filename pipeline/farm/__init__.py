@@ -12,7 +12,6 @@ from pipeline.farm.regression import (
     EXIT_REGRESSION,
     Policy,
     RunSummary,
-    Verdict,
     check_result,
     check_run,
     compare,
@@ -23,6 +22,7 @@ from pipeline.farm.regression import (
 )
 from pipeline.farm.rows import Baseline, BaselineExistsError, Result, Run, StoreError
 from pipeline.farm.store import ResultsStore
+from pipeline.farm.verdicts import Verdict
 
 __all__ = [
     "DEFAULT_POLICY",

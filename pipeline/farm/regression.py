@@ -68,16 +68,17 @@ it ran on hardware, or vice versa) is ``no-baseline``.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
 from pipeline.deploy.record import ProfileRecord
-from pipeline.farm.store import Baseline, NoiseFloor, Result, ResultsStore
+from pipeline.farm.rows import Baseline, NoiseFloor, Result
+from pipeline.farm.stats import bootstrap_median_ratio_ci, mann_whitney_u, noise_floor_from_medians
+from pipeline.farm.store import ResultsStore
+from pipeline.farm.verdicts import STATUSES, AccuracyCheck, LatencyCheck, MemoryCheck, Verdict
 
-STATUSES = ("pass", "regression", "improvement", "no-baseline", "invalid", "unreachable", "failed")
 EXIT_OK = 0
 EXIT_REGRESSION = 1
 EXIT_INFRASTRUCTURE = 2
@@ -107,191 +108,7 @@ class Policy:
 DEFAULT_POLICY = Policy()
 
 
-# --------------------------------------------------------------------------------- statistics
-
-
-def _rank_with_ties(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Average ranks (1-based) and the sizes of the tie groups."""
-    order = np.argsort(values, kind="mergesort")
-    ordered = values[order]
-    starts = np.r_[True, ordered[1:] != ordered[:-1]]
-    group = np.cumsum(starts) - 1  # tie group of each sorted position
-    bounds = np.r_[np.flatnonzero(starts), len(values)]
-    sizes = np.diff(bounds)
-    average = (bounds[:-1] + bounds[1:] + 1) / 2.0  # mean of ranks start+1 .. end
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[order] = average[group]
-    return ranks, sizes
-
-
-def _normal_sf(z: float) -> float:
-    return 0.5 * math.erfc(z / math.sqrt(2.0))
-
-
-def mann_whitney_u(x: Sequence[float], y: Sequence[float], alternative: str = "greater") -> tuple[float, float]:
-    """Mann-Whitney U of ``x`` against ``y`` and its p-value (normal approximation).
-
-    ``alternative='greater'``: x tends to be larger than y; ``'less'``: smaller; ``'two-sided'``.
-    Uses the tie-corrected variance and a continuity correction (as scipy's ``mannwhitneyu`` with
-    ``method='asymptotic'``). Returns (U_x, p).
-    """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    n1, n2 = len(x), len(y)
-    if n1 == 0 or n2 == 0:
-        raise ValueError("both samples must be non-empty")
-    ranks, ties = _rank_with_ties(np.concatenate([x, y]))
-    u = float(ranks[:n1].sum() - n1 * (n1 + 1) / 2.0)
-    n = n1 + n2
-    mu = n1 * n2 / 2.0
-    tie_term = float(np.sum(ties.astype(np.float64) ** 3 - ties)) / (n * (n - 1)) if n > 1 else 0.0
-    var = n1 * n2 / 12.0 * ((n + 1) - tie_term)
-    if var <= 0:
-        return u, 1.0
-    sd = math.sqrt(var)
-    if alternative == "greater":
-        p = _normal_sf((u - mu - 0.5) / sd)
-    elif alternative == "less":
-        p = _normal_sf((mu - u - 0.5) / sd)
-    elif alternative == "two-sided":
-        p = min(1.0, 2.0 * _normal_sf((abs(u - mu) - 0.5) / sd))
-    else:
-        raise ValueError(f"alternative must be 'greater', 'less' or 'two-sided', not {alternative!r}")
-    return u, min(1.0, max(0.0, p))
-
-
-def bootstrap_median_ratio_ci(
-    baseline: Sequence[float], candidate: Sequence[float], *, level: float = 0.95, n_boot: int = 2000, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of median(candidate) / median(baseline).
-
-    Each side is resampled with replacement independently; deterministic for a given ``seed``.
-    Resamples are drawn in chunks so memory stays bounded for runs with many samples.
-    """
-    base = np.asarray(baseline, dtype=np.float64)
-    cand = np.asarray(candidate, dtype=np.float64)
-    if len(base) == 0 or len(cand) == 0:
-        raise ValueError("both samples must be non-empty")
-    rng = np.random.default_rng(seed)
-    chunk = max(1, min(n_boot, 2_000_000 // max(len(base), len(cand))))
-    ratios = np.empty(n_boot, dtype=np.float64)
-    done = 0
-    while done < n_boot:
-        k = min(chunk, n_boot - done)
-        mb = np.median(base[rng.integers(0, len(base), size=(k, len(base)))], axis=1)
-        mc = np.median(cand[rng.integers(0, len(cand), size=(k, len(cand)))], axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratios[done : done + k] = mc / mb
-        done += k
-    tail = (1.0 - level) / 2.0
-    low, high = np.quantile(ratios, [tail, 1.0 - tail])
-    return float(low), float(high)
-
-
-def noise_floor_from_medians(
-    medians: Sequence[Optional[float]], bundles: Sequence[Optional[str]], quantile: float = 0.95, mad_k: float = 3.0
-) -> tuple[Optional[float], int, int]:
-    """Noise floor from a chronological series of run medians and their bundle ids.
-
-    Returns (floor or None, number of consecutive same-bundle pairs, number of runs in them). With
-    d = |log(m[i+1] / m[i])| over consecutive same-bundle pairs, the floor is
-    ``exp(max(quantile(d), mad_k * 1.4826 * median(d))) - 1``.
-    """
-    logs = []
-    runs: set[int] = set()
-    for i in range(len(medians) - 1):
-        m0, m1, b0, b1 = medians[i], medians[i + 1], bundles[i], bundles[i + 1]
-        if b0 is not None and b0 == b1 and m0 is not None and m1 is not None and m0 > 0 and m1 > 0:
-            logs.append(abs(math.log(m1 / m0)))
-            runs.update((i, i + 1))
-    if not logs:
-        return None, 0, 0
-    d = np.asarray(logs)
-    spread = max(float(np.quantile(d, quantile)), mad_k * 1.4826 * float(np.median(d)))
-    return float(math.expm1(spread)), len(logs), len(runs)
-
-
 # ---------------------------------------------------------------------------------- verdicts
-
-
-@dataclass
-class LatencyCheck:
-    status: str  # 'pass' | 'regression' | 'improvement' | 'not-compared'
-    baseline_p50: Optional[float] = None
-    candidate_p50: Optional[float] = None
-    ratio: Optional[float] = None  # median(candidate) / median(baseline) over the raw samples
-    ci_low: Optional[float] = None
-    ci_high: Optional[float] = None
-    ci_level: Optional[float] = None
-    p_slower: Optional[float] = None  # one-sided Mann-Whitney p, candidate slower
-    p_faster: Optional[float] = None
-    alpha: Optional[float] = None
-    threshold: Optional[float] = None  # effective: max(min_effect, noise_floor)
-    min_effect: Optional[float] = None
-    noise_floor: Optional[float] = None
-    n_baseline: int = 0
-    n_candidate: int = 0
-
-
-@dataclass
-class AccuracyCheck:
-    status: str
-    baseline_top1: Optional[float] = None
-    candidate_top1: Optional[float] = None
-    top1_delta: Optional[float] = None
-    top1_threshold: Optional[float] = None
-    baseline_agreement: Optional[float] = None
-    candidate_agreement: Optional[float] = None
-    agreement_delta: Optional[float] = None
-    agreement_tolerance: Optional[float] = None
-
-
-@dataclass
-class MemoryCheck:
-    status: str
-    baseline_mb: Optional[float] = None
-    candidate_mb: Optional[float] = None
-    delta_mb: Optional[float] = None
-    ratio: Optional[float] = None
-    threshold_mb: Optional[float] = None
-
-
-@dataclass
-class Verdict:
-    """The outcome for one (device, profile) of a run."""
-
-    device: str
-    profile_name: Optional[str]
-    status: str  # one of STATUSES
-    reasons: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # informational (runtime changed, ...)
-    device_class: Optional[str] = None
-    run_id: Optional[int] = None
-    result_id: Optional[int] = None
-    bundle_id: Optional[str] = None
-    emulated: bool = False
-    p50: Optional[float] = None
-    top1: Optional[float] = None
-    peak_rss_mb: Optional[float] = None
-    baseline_key: Optional[str] = None
-    baseline_result_id: Optional[int] = None
-    baseline_bundle_id: Optional[str] = None
-    latency: Optional[LatencyCheck] = None
-    accuracy: Optional[AccuracyCheck] = None
-    memory: Optional[MemoryCheck] = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Verdict":
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        for name, kind in (("latency", LatencyCheck), ("accuracy", AccuracyCheck), ("memory", MemoryCheck)):
-            if isinstance(values.get(name), Mapping):
-                sub = {f.name for f in fields(kind)}
-                values[name] = kind(**{k: v for k, v in values[name].items() if k in sub})
-        return cls(**values)
 
 
 def _pct(x: float) -> str:

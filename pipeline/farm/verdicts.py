@@ -1,0 +1,92 @@
+"""What the regression check decides, per (device, profile): a :class:`Verdict` and its parts.
+
+Plain data, saved with the run as JSON (:meth:`Verdict.to_dict`) and read back by the reports
+(:meth:`Verdict.from_dict`), so a regenerated report shows what was decided at the time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping, Optional
+
+STATUSES = ("pass", "regression", "improvement", "no-baseline", "invalid", "unreachable", "failed")
+
+
+@dataclass
+class LatencyCheck:
+    status: str  # 'pass' | 'regression' | 'improvement' | 'not-compared'
+    baseline_p50: Optional[float] = None
+    candidate_p50: Optional[float] = None
+    ratio: Optional[float] = None  # median(candidate) / median(baseline) over the raw samples
+    ci_low: Optional[float] = None
+    ci_high: Optional[float] = None
+    ci_level: Optional[float] = None
+    p_slower: Optional[float] = None  # one-sided Mann-Whitney p, candidate slower
+    p_faster: Optional[float] = None
+    alpha: Optional[float] = None
+    threshold: Optional[float] = None  # effective: max(min_effect, noise_floor)
+    min_effect: Optional[float] = None
+    noise_floor: Optional[float] = None
+    n_baseline: int = 0
+    n_candidate: int = 0
+
+
+@dataclass
+class AccuracyCheck:
+    status: str
+    baseline_top1: Optional[float] = None
+    candidate_top1: Optional[float] = None
+    top1_delta: Optional[float] = None
+    top1_threshold: Optional[float] = None
+    baseline_agreement: Optional[float] = None
+    candidate_agreement: Optional[float] = None
+    agreement_delta: Optional[float] = None
+    agreement_tolerance: Optional[float] = None
+
+
+@dataclass
+class MemoryCheck:
+    status: str
+    baseline_mb: Optional[float] = None
+    candidate_mb: Optional[float] = None
+    delta_mb: Optional[float] = None
+    ratio: Optional[float] = None
+    threshold_mb: Optional[float] = None
+
+
+@dataclass
+class Verdict:
+    """The outcome for one (device, profile) of a run."""
+
+    device: str
+    profile_name: Optional[str]
+    status: str  # one of STATUSES
+    reasons: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # informational (runtime changed, ...)
+    device_class: Optional[str] = None
+    run_id: Optional[int] = None
+    result_id: Optional[int] = None
+    bundle_id: Optional[str] = None
+    emulated: bool = False
+    p50: Optional[float] = None
+    top1: Optional[float] = None
+    peak_rss_mb: Optional[float] = None
+    baseline_key: Optional[str] = None
+    baseline_result_id: Optional[int] = None
+    baseline_bundle_id: Optional[str] = None
+    latency: Optional[LatencyCheck] = None
+    accuracy: Optional[AccuracyCheck] = None
+    memory: Optional[MemoryCheck] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Verdict":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for name, kind in (("latency", LatencyCheck), ("accuracy", AccuracyCheck), ("memory", MemoryCheck)):
+            if isinstance(values.get(name), Mapping):
+                sub = {f.name for f in fields(kind)}
+                values[name] = kind(**{k: v for k, v in values[name].items() if k in sub})
+        return cls(**values)
