@@ -6,6 +6,8 @@ import math
 from typing import Any, Optional
 
 MISSING = "–"
+# The plain hyphen the build and sweep tables have always shown for a missing value.
+HYPHEN = "-"
 
 
 def _is_number(value: Any) -> bool:
@@ -16,14 +18,22 @@ def number(value: Any, spec: str = ".3f", *, scale: float = 1.0, suffix: str = "
     """``value * scale`` formatted with ``spec`` plus ``suffix``; ``missing`` for None, NaN or non-numbers."""
     if not _is_number(value):
         return missing
-    return f"{value * scale:{spec}}{suffix}"
+    # No multiplication at scale 1, so an int stays an int (``,`` and ``d`` specs need one).
+    return f"{value * scale if scale != 1.0 else value:{spec}}{suffix}"
 
 
-def ms(value: Any, *, unit: bool = True, missing: str = MISSING) -> str:
-    """A latency in milliseconds with as many digits as its size deserves (0.0661, 1.23, 123.4)."""
+def ms(value: Any, *, unit: bool = True, compact: bool = False, missing: str = MISSING) -> str:
+    """A latency in milliseconds with as many digits as its size deserves (0.0661, 1.23, 123.4).
+
+    ``compact`` is the narrower spelling of chat-sized tables: three significant figures below
+    10 ms (0.0661, 1.23), one decimal from there on (12.3, 123.4).
+    """
     if not _is_number(value):
         return missing
-    text = f"{value:.4f}" if value < 1 else f"{value:.2f}" if value < 100 else f"{value:.1f}"
+    if compact:
+        text = f"{value:.3g}" if value < 10 else f"{value:.1f}"
+    else:
+        text = f"{value:.4f}" if value < 1 else f"{value:.2f}" if value < 100 else f"{value:.1f}"
     return f"{text} ms" if unit else text
 
 
@@ -46,4 +56,10 @@ def general(value: Any, digits: int = 4, *, missing: str = MISSING) -> str:
 
 def millions(value: Optional[int], *, missing: str = MISSING) -> str:
     """A parameter or MAC count as ``1.23M``."""
-    return number(value, ".2f", scale=1e-6, suffix="M", missing=missing)
+    # Divided, not scaled by 1e-6: the product rounds differently at x.xx5 boundaries.
+    return f"{value / 1e6:.2f}M" if _is_number(value) else missing
+
+
+def kilobytes(nbytes: Any, digits: int = 1, *, missing: str = MISSING) -> str:
+    """A byte count in KB of 1024 bytes, as ``118.3 KB`` (the unit of .tflite and bundle sizes)."""
+    return number(nbytes, f".{digits}f", scale=1 / 1024, suffix=" KB", missing=missing)

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from rich.table import Table
 
+from pipeline import formatting as fmt
 from pipeline.build import BuildResult
 
-
-def _fmt_acc(value) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
+_accuracy = partial(fmt.number, spec=".4f", missing=fmt.HYPHEN)
+_count = partial(fmt.number, spec=",", missing=fmt.HYPHEN)
+_millions = partial(fmt.millions, missing=fmt.HYPHEN)
+_kb = partial(fmt.kilobytes, missing=fmt.HYPHEN)
 
 _KERAS_ROWS = (("teacher", "teacher"), ("scratch", "student scratch"), ("student", "student"))
-
-
-def _millions(value: int) -> str:
-    return f"{value / 1e6:.2f}M"
 
 
 def _architectures(result: BuildResult) -> str:
@@ -39,23 +38,23 @@ def build_table(result: BuildResult) -> Table:
     for key, label in _KERAS_ROWS:
         if key in art:
             m = art[key].metrics
-            table.add_row(label, _fmt_acc(m.get("test_accuracy")), "-", f"{m.get('parameters', 0):,}", _millions(m.get("macs", 0)), "-", seconds(key))
+            table.add_row(label, _accuracy(m.get("test_accuracy")), "-", _count(m.get("parameters", 0)), _millions(m.get("macs", 0)), "-", seconds(key))
     if "prune" in art:
         m = art["prune"].metrics
         c = m.get("compression", {})
         what = c.get("applied_method", "none") + (f"+{c['clustering']['clusters']} clusters" if c.get("clustering") else "")
         sparsity = (c.get("after") or {}).get("sparsity")
         label = f"student {what}" + (f" (sparsity {sparsity:.2f})" if isinstance(sparsity, (int, float)) else "")
-        table.add_row(label, _fmt_acc(m.get("test_accuracy")), "-", f"{m.get('parameters', 0):,}", _millions(m.get("macs", 0)), "-", seconds("prune"))
+        table.add_row(label, _accuracy(m.get("test_accuracy")), "-", _count(m.get("parameters", 0)), _millions(m.get("macs", 0)), "-", seconds("prune"))
     for mode in result.profile.quantization.modes:
         key = f"evaluate:{mode}"
         if key in art:
             m = art[key].metrics
             marker = " *" if mode == ship else ""
-            table.add_row(f"tflite {mode}{marker}", _fmt_acc(m["accuracy"]), _fmt_acc(m["agreement_with_keras"]), "", "", f"{m['tflite_bytes'] / 1024:.1f} KB", seconds(f"quantize:{mode}"))
+            table.add_row(f"tflite {mode}{marker}", _accuracy(m["accuracy"]), _accuracy(m["agreement_with_keras"]), "", "", _kb(m["tflite_bytes"]), seconds(f"quantize:{mode}"))
     if "export_onnx" in art:  # agreement of onnxruntime with Keras on the export check's test images
         m = art["export_onnx"].metrics
-        table.add_row(f"onnx opset {m['opset']}", "-", _fmt_acc(m["check"]["top1_agreement"]), "", "", f"{m['bytes'] / 1024:.1f} KB", seconds("export_onnx"))
+        table.add_row(f"onnx opset {m['opset']}", "-", _accuracy(m["check"]["top1_agreement"]), "", "", _kb(m["bytes"]), seconds("export_onnx"))
     return table
 
 
@@ -70,15 +69,15 @@ def pruning_table(result: BuildResult) -> Table | None:
     for column in ("", "before", "after"):
         table.add_column(column, justify="left" if not column else "right")
     rows = (
-        ("top-1 (Keras)", "test_accuracy", _fmt_acc),
-        ("parameters", "parameters", lambda v: f"{v:,}"),
+        ("top-1 (Keras)", "test_accuracy", _accuracy),
+        ("parameters", "parameters", _count),
         ("MACs", "macs", _millions),
-        ("sparsity", "sparsity", lambda v: f"{v:.3f}"),
-        ("float32 .tflite", "float32_tflite_bytes", lambda v: f"{v / 1024:.1f} KB"),
-        ("float32 .tflite gzip", "float32_tflite_gzip_bytes", lambda v: f"{v / 1024:.1f} KB"),
+        ("sparsity", "sparsity", fmt.number),
+        ("float32 .tflite", "float32_tflite_bytes", _kb),
+        ("float32 .tflite gzip", "float32_tflite_gzip_bytes", _kb),
     )
-    for label, key, fmt in rows:
-        table.add_row(label, *("-" if side.get(key) is None else fmt(side[key]) for side in (before, after)))
+    for label, key, render in rows:
+        table.add_row(label, *("-" if side.get(key) is None else render(side[key]) for side in (before, after)))
     for row in report.get("layers", []):
         if row.get("zeros"):
             table.add_row(f"  {row['layer']}", f"{row['parameters']:,}", f"{row['sparsity']:.2f} sparse")

@@ -12,6 +12,7 @@ import html
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
+from pipeline import formatting as fmt
 from pipeline.farm.regression import DEFAULT_POLICY, Policy, RunSummary, Verdict, load_verdicts, summarize
 from pipeline.farm.rows import Run
 from pipeline.farm.store import ResultsStore
@@ -40,10 +41,6 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _fmt(value: Optional[float], spec: str = ".3f", scale: float = 1.0, suffix: str = "") -> str:
-    return "–" if value is None else f"{value * scale:{spec}}{suffix}"
-
-
 def _row(v: Verdict) -> str:
     lat, acc, mem = v.latency, v.accuracy, v.memory
     device = _e(v.device) + (f'<br><span class="emulated">{_e(EMULATED_LABEL)}</span>' if v.emulated else "")
@@ -51,17 +48,17 @@ def _row(v: Verdict) -> str:
         f"<td>{device}</td>",
         f"<td>{_e(v.profile_name or 'unknown')}</td>",
         f'<td class="status {_e(v.status)}">{_e(v.status)}</td>',
-        f'<td class="num">{_fmt(v.p50)}</td>',
-        f'<td class="num">{_fmt(lat.baseline_p50 if lat else None)}</td>',
-        f'<td class="num">{_fmt(lat.ratio if lat else None)}'
+        f'<td class="num">{fmt.number(v.p50)}</td>',
+        f'<td class="num">{fmt.number(lat.baseline_p50 if lat else None)}</td>',
+        f'<td class="num">{fmt.number(lat.ratio if lat else None)}'
         + (f"<br>{lat.ci_low:.3f}–{lat.ci_high:.3f}" if lat and lat.ci_low is not None else "") + "</td>",
-        f'<td class="num">{_fmt(lat.p_slower if lat else None, ".2g")}</td>',
-        f'<td class="num">{_fmt(lat.threshold if lat else None, ".1f", 100, "%")}</td>',
-        f'<td class="num">{_fmt(v.top1, ".2f", 100, "%")}'
-        + (f"<br>{acc.top1_delta * 100:+.2f}" if acc and acc.top1_delta is not None else "") + "</td>",
-        f'<td class="num">{_fmt(acc.candidate_agreement if acc else None, ".2f", 100, "%")}</td>',
-        f'<td class="num">{_fmt(v.peak_rss_mb, ".1f")}'
-        + (f"<br>{mem.delta_mb:+.1f}" if mem and mem.delta_mb is not None else "") + "</td>",
+        f'<td class="num">{fmt.number(lat.p_slower if lat else None, ".2g")}</td>',
+        f'<td class="num">{fmt.percent(lat.threshold if lat else None, 1)}</td>',
+        f'<td class="num">{fmt.percent(v.top1)}'
+        + (f"<br>{fmt.number(acc.top1_delta, '+.2f', scale=100.0)}" if acc and acc.top1_delta is not None else "") + "</td>",
+        f'<td class="num">{fmt.percent(acc.candidate_agreement if acc else None)}</td>',
+        f'<td class="num">{fmt.number(v.peak_rss_mb, ".1f")}'
+        + (f"<br>{fmt.number(mem.delta_mb, '+.1f')}" if mem and mem.delta_mb is not None else "") + "</td>",
     ]
     reasons = "".join(f"<li>{_e(r)}</li>" for r in v.reasons)
     notes = "<br>".join(_e(n) for n in v.notes)

@@ -6,6 +6,7 @@ import re
 from collections import defaultdict
 from typing import Optional, Sequence
 
+from pipeline import formatting as fmt
 from pipeline.farm.regression import Verdict, summarize
 from pipeline.farm.rows import Run
 
@@ -28,37 +29,31 @@ def md_escape(text: object) -> str:
     return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
 
 
-def _ms(value: Optional[float]) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.3g}" if value < 10 else f"{value:.1f}"
-
-
 def _latency_cells(v: Verdict) -> tuple[str, str]:
     lat = v.latency
     if lat is not None and lat.ratio is not None:
         return (
-            f"{_ms(lat.candidate_p50)} vs {_ms(lat.baseline_p50)}",
-            f"×{lat.ratio:.3f} ({lat.ci_low:.2f}–{lat.ci_high:.2f})",
+            f"{fmt.ms(lat.candidate_p50, unit=False, compact=True)} vs {fmt.ms(lat.baseline_p50, unit=False, compact=True)}",
+            f"{fmt.ratio(lat.ratio)} ({fmt.number(lat.ci_low, '.2f')}–{fmt.number(lat.ci_high, '.2f')})",
         )
-    return _ms(v.p50), "–"
+    return fmt.ms(v.p50, unit=False, compact=True), fmt.MISSING
 
 
 def _top1_cell(v: Verdict) -> str:
     if v.top1 is None:
-        return "–"
-    cell = f"{v.top1 * 100:.2f}%"
+        return fmt.MISSING
+    cell = fmt.percent(v.top1)
     if v.accuracy is not None and v.accuracy.top1_delta is not None:
-        cell += f" ({v.accuracy.top1_delta * 100:+.2f})"
+        cell += f" ({fmt.number(v.accuracy.top1_delta, '+.2f', scale=100.0)})"
     return cell
 
 
 def _rss_cell(v: Verdict) -> str:
     if v.peak_rss_mb is None:
-        return "–"
-    cell = f"{v.peak_rss_mb:.1f}"
+        return fmt.MISSING
+    cell = fmt.number(v.peak_rss_mb, ".1f")
     if v.memory is not None and v.memory.delta_mb is not None:
-        cell += f" ({v.memory.delta_mb:+.1f})"
+        cell += f" ({fmt.number(v.memory.delta_mb, '+.1f')})"
     return cell
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import html
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from pipeline import formatting as fmt
 from pipeline.fsutil import atomic_write_bytes, atomic_write_text
 from pipeline.reports.plots import _figure, _placeholder, _png, _short
 from pipeline.sweep.constraints import Selection
@@ -17,8 +19,7 @@ QUANT_COLOURS = {"float32": "#1565c0", "float16": "#00838f", "dynamic": "#6a1b9a
 COLUMNS = ("variant", "top-1", "p50 ms", "size KB", "params", "MACs", "Pareto", "note")
 
 
-def _f(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+_cell = partial(fmt.number, missing=fmt.HYPHEN)
 
 
 def table_rows(result: SweepResult, selection: Optional[Selection] = None) -> list[list[str]]:
@@ -29,8 +30,8 @@ def table_rows(result: SweepResult, selection: Optional[Selection] = None) -> li
         note = "selected" if selection and selection.best == i else (row.get("error") or "")[:60]
         rows.append(
             [
-                row["name"], _f(row.get("accuracy"), ".4f"), _f(row.get("latency_ms"), ".3f"), _f(row.get("size_kb"), ".1f"),
-                _f(row.get("parameters"), ","), _f(row.get("macs"), ","), marks or "-", note,
+                row["name"], _cell(row.get("accuracy"), ".4f"), _cell(row.get("latency_ms"), ".3f"), _cell(row.get("size_kb"), ".1f"),
+                _cell(row.get("parameters"), ","), _cell(row.get("macs"), ","), marks or "-", note,
             ]
         )
     return rows

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from pipeline import formatting as fmt
 from pipeline.errors import ConfigError
 
 METRICS: dict[str, str] = {
@@ -95,7 +96,7 @@ def select(rows: Sequence[Mapping[str, Any]], constraints: Sequence[Constraint])
     others = [str(c) for c in missed if c is not closest]
     message = (
         f"No variant meets {_join(constraints)}. Closest: variant {rows[nearest].get('name')} misses {closest} "
-        f"with {closest.metric}={_fmt(got)} ({closest.shortfall(rows[nearest]):.1%} short)"
+        f"with {closest.metric}={fmt.general(got, missing='None')} ({closest.shortfall(rows[nearest]):.1%} short)"
         + (f" and also misses {', '.join(others)}" if others else "")
         + "."
     )
@@ -106,7 +107,3 @@ def select(rows: Sequence[Mapping[str, Any]], constraints: Sequence[Constraint])
 
 def _join(constraints: Sequence[Constraint]) -> str:
     return ", ".join(str(c) for c in constraints)
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
