@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from pipeline.config.profile import PreprocessingConfig, Strict
+from pipeline.provenance import tool_versions
 from pipeline.stages.base import Artifact, RunContext, Stage
 from pipeline.stages.data_stage import Splits
 from pipeline.stages.evaluate_stage import PREDICTIONS
@@ -24,18 +25,6 @@ class PackageStageConfig(Strict):
     profile_sha256: str
     eval_count: int
     preprocessing: PreprocessingConfig
-
-
-def tool_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    versions = {}
-    for dist in ("edgeship", "tensorflow-cpu", "tensorflow", "keras", "ai-edge-litert", "numpy"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 @register_stage
