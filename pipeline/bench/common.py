@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import platform
 from pathlib import Path
 from typing import Any
 
+from pipeline.clock import utc_now
 from pipeline.fsutil import atomic_write_json
 from pipeline.paths import results_dir
 
@@ -26,7 +26,7 @@ def machine() -> dict[str, Any]:
 
 def write_result(name: str, payload: dict[str, Any]) -> Path:
     path = results_dir() / "bench" / f"{name}.json"
-    payload = dict(payload, measured_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), host=machine())
+    payload = dict(payload, measured_at=utc_now("seconds"), host=machine())
     atomic_write_json(path, payload)
     return path
 

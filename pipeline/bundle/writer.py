@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from pipeline.clock import utc_now
 from pipeline.bundle.manifest import finalize_bundle
 
 MODEL_FILE = "model.tflite"
@@ -73,7 +73,7 @@ def write_bundle(
         (staging / rel).parent.mkdir(parents=True, exist_ok=True)
         (staging / rel).write_bytes(data)
     manifest = {
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now("seconds"),
         "profile": profile_name,
         "model": {
             "file": MODEL_FILE,

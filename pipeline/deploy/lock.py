@@ -44,7 +44,6 @@ only against those older versions.
 
 from __future__ import annotations
 
-import datetime as _dt
 import getpass
 import json
 import logging
@@ -57,6 +56,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from pipeline.clock import utc_now
 from pipeline.deploy.layout import Layout
 from pipeline.errors import DeployError
 from pipeline.proc_identity import pid_alive, start_ticks
@@ -286,7 +286,7 @@ class DeviceLock:
                 "pid": pid,
                 "pid_start": start_ticks(pid),
                 "user": _user(),
-                "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "since": utc_now("seconds"),
                 "purpose": purpose,
                 "token": self.token,
                 "lock_version": LOCK_VERSION,
