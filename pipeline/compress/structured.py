@@ -29,7 +29,7 @@ import numpy as np
 
 from pipeline.compress.magnitude import matches
 from pipeline.errors import ConfigError
-from pipeline.models.cost import count_macs, count_parameters
+from pipeline.models.cost import count_macs, count_parameters, functional_graph
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,6 @@ class _Graph:
 
 
 def _functional(model: keras.Model):
-    from pipeline.models.cost import _graph as functional_graph
-
     try:
         return functional_graph(model)
     except ValueError as exc:

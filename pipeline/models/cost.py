@@ -29,8 +29,8 @@ def count_parameters(model: keras.Model, trainable_only: bool = False) -> int:
     return total
 
 
-def _graph(model: keras.Model):
-    """The Functional graph behind ``model`` (Sequential models wrap one)."""
+def functional_graph(model: keras.Model):
+    """The Functional graph behind ``model`` (Sequential models wrap one), for walking its nodes."""
     if isinstance(model, keras.Sequential):
         functional = getattr(model, "_functional", None)
         if functional is None:
@@ -42,7 +42,7 @@ def _graph(model: keras.Model):
 
 
 def _nodes(model: keras.Model) -> Iterator:
-    graph = _graph(model)
+    graph = functional_graph(model)
     by_depth = graph._nodes_by_depth  # Keras 3 Functional internals: {depth: [Node, ...]}
     for depth in sorted(by_depth, reverse=True):
         yield from by_depth[depth]

@@ -52,13 +52,15 @@ class ScatterPoint:
     baseline_top1: Optional[float] = None
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
+    """A pyplot-free matplotlib Figure (inches at 100 dpi), laid out to fit its labels."""
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
+    """``fig`` rendered by the Agg canvas, as PNG bytes (no file, no GUI backend)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     canvas = FigureCanvasAgg(fig)
@@ -67,16 +69,18 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _placeholder(title: str, message: str = "no data") -> bytes:
-    fig = _figure(6, 1.6)
+def placeholder_png(title: str, message: str = "no data") -> bytes:
+    """A small titled PNG saying ``message``, so a report keeps its layout when there is nothing to draw."""
+    fig = new_figure(6, 1.6)
     ax = fig.add_subplot()
     ax.set_axis_off()
     ax.set_title(title)
     ax.text(0.5, 0.4, message, ha="center", va="center", color="#757575", transform=ax.transAxes)
-    return _png(fig)
+    return png_bytes(fig)
 
 
-def _short(label: str, limit: int = 28) -> str:
+def shorten(label: str, limit: int = 28) -> str:
+    """``label`` cut to ``limit`` characters with an ellipsis, for legends and annotations."""
     return label if len(label) <= limit else label[: limit - 1] + "…"
 
 
@@ -85,10 +89,10 @@ def latency_distribution_png(series: Sequence[LatencySeries], *, title: str = "L
     (coloured by verdict). Each device keeps its own ms scale: devices differ by orders of magnitude."""
     series = [s for s in series if len(s.candidate)]
     if not series:
-        return _placeholder(title)
+        return placeholder_png(title)
     cols = min(4, len(series))
     rows = math.ceil(len(series) / cols)
-    fig = _figure(3.2 * cols, 2.4 * rows + 0.4)
+    fig = new_figure(3.2 * cols, 2.4 * rows + 0.4)
     fig.suptitle(title)
     for i, item in enumerate(series):
         ax = fig.add_subplot(rows, cols, i + 1)
@@ -108,7 +112,7 @@ def latency_distribution_png(series: Sequence[LatencySeries], *, title: str = "L
             patch.set_alpha(0.55)
         for median in boxes["medians"]:
             median.set_color("black")
-        ax.set_title(f"{_short(item.label)} ({item.status})", fontsize=9)
+        ax.set_title(f"{shorten(item.label)} ({item.status})", fontsize=9)
         # A few scheduler hiccups (tens of ms against a 1 ms median) would squash the boxes flat.
         everything = np.concatenate(data)
         if everything.min() > 0 and everything.max() / np.median(everything) > 10:
@@ -116,15 +120,15 @@ def latency_distribution_png(series: Sequence[LatencySeries], *, title: str = "L
         ax.set_ylabel("ms", fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def trend_png(trends: Mapping[str, Sequence[TrendPoint]], *, title: str = "p50 latency over recent runs") -> bytes:
     """One line per device: p50 of each past run (x: run id). Log y scale when devices differ a lot."""
     trends = {k: v for k, v in trends.items() if v}
     if not trends:
-        return _placeholder(title)
-    fig = _figure(8, 4)
+        return placeholder_png(title)
+    fig = new_figure(8, 4)
     ax = fig.add_subplot()
     lows, highs = [], []
     for label, points in sorted(trends.items()):
@@ -132,7 +136,7 @@ def trend_png(trends: Mapping[str, Sequence[TrendPoint]], *, title: str = "p50 l
         ys = [p.p50 for p in points]
         lows.append(min(ys))
         highs.append(max(ys))
-        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, label=_short(label))
+        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, label=shorten(label))
     if min(lows) > 0 and max(highs) / min(lows) > 20:
         ax.set_yscale("log")
     ax.set_xlabel("run id")
@@ -140,15 +144,15 @@ def trend_png(trends: Mapping[str, Sequence[TrendPoint]], *, title: str = "p50 l
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best", ncol=2 if len(trends) > 6 else 1)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def accuracy_latency_png(points: Sequence[ScatterPoint], *, title: str = "On-device top-1 vs p50 latency") -> bytes:
     """This run's devices (filled, coloured by verdict) with a grey line to their baseline (hollow)."""
     points = [p for p in points if p.p50 is not None and p.top1 is not None]
     if not points:
-        return _placeholder(title)
-    fig = _figure(7, 4.5)
+        return placeholder_png(title)
+    fig = new_figure(7, 4.5)
     ax = fig.add_subplot()
     xs = [p.p50 for p in points] + [p.baseline_p50 for p in points if p.baseline_p50]
     for point in points:
@@ -159,7 +163,7 @@ def accuracy_latency_png(points: Sequence[ScatterPoint], *, title: str = "On-dev
             ax.scatter([point.baseline_p50], [point.baseline_top1 * 100], facecolors="none",
                        edgecolors=BASELINE_COLOUR, s=36, zorder=2)
         ax.scatter([point.p50], [point.top1 * 100], color=colour, s=40, zorder=3)
-        ax.annotate(_short(point.label, 20), (point.p50, point.top1 * 100), fontsize=7,
+        ax.annotate(shorten(point.label, 20), (point.p50, point.top1 * 100), fontsize=7,
                     xytext=(4, 3), textcoords="offset points")
     if min(xs) > 0 and max(xs) / min(xs) > 20:
         ax.set_xscale("log")
@@ -167,4 +171,4 @@ def accuracy_latency_png(points: Sequence[ScatterPoint], *, title: str = "On-dev
     ax.set_ylabel("top-1 (%)")
     ax.set_title(title + " (hollow: baseline)")
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return png_bytes(fig)

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from pipeline import formatting as fmt
 from pipeline.fsutil import atomic_write_bytes, atomic_write_text
-from pipeline.reports.plots import _figure, _placeholder, _png, _short
+from pipeline.reports.plots import new_figure, placeholder_png, png_bytes, shorten
 from pipeline.sweep.constraints import Selection
 from pipeline.sweep.runner import SweepResult
 
@@ -63,8 +63,8 @@ def pareto_png(rows: Sequence[Mapping[str, Any]], front: Sequence[int], x_key: s
     """Every variant as a dot coloured by quantization mode; the front joined by a step line."""
     points = [(i, r) for i, r in enumerate(rows) if r.get(x_key) is not None and r.get("accuracy") is not None]
     if not points:
-        return _placeholder(title)
-    fig = _figure(7.5, 4.8)
+        return placeholder_png(title)
+    fig = new_figure(7.5, 4.8)
     ax = fig.add_subplot()
     for mode, colour in QUANT_COLOURS.items():
         chosen = [r for _, r in points if r.get("quantization") == mode]
@@ -75,7 +75,7 @@ def pareto_png(rows: Sequence[Mapping[str, Any]], front: Sequence[int], x_key: s
         ax.step([r[x_key] for r in ordered], [r["accuracy"] * 100 for r in ordered], where="post", color="#424242",
                 linewidth=1.0, zorder=2, label="Pareto front")
         for r in ordered:
-            ax.annotate(_short(r["name"], 34), (r[x_key], r["accuracy"] * 100), fontsize=6, xytext=(4, -8), textcoords="offset points")
+            ax.annotate(shorten(r["name"], 34), (r[x_key], r["accuracy"] * 100), fontsize=6, xytext=(4, -8), textcoords="offset points")
     if selected is not None and rows[selected].get(x_key) is not None:
         r = rows[selected]
         ax.scatter([r[x_key]], [r["accuracy"] * 100], s=160, facecolors="none", edgecolors="#2e7d32", linewidths=2, zorder=4, label="selected")
@@ -84,7 +84,7 @@ def pareto_png(rows: Sequence[Mapping[str, Any]], front: Sequence[int], x_key: s
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def write_sweep_report(result: SweepResult, out_dir: Path, selection: Optional[Selection] = None) -> dict[str, Path]:
