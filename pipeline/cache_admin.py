@@ -7,7 +7,6 @@ a half-deleted entry never looks finished to a later build.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-from pipeline.stages.base import META
+from pipeline.stages.base import META, load_artifact
 
 
 @dataclass(frozen=True)
@@ -51,14 +50,15 @@ def list_cache(root: Path) -> list[CacheEntry]:
         return entries
     for stage_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for entry in sorted(p for p in stage_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            meta_path = entry / META
-            try:
-                meta = json.loads(meta_path.read_text(encoding="utf-8"))
-                finished = meta_path.stat().st_mtime
-            except (OSError, ValueError):
+            artifact = load_artifact(stage_dir.name, entry.name, root)
+            if artifact is None:  # unfinished or unreadable: not an entry
                 continue
-            metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
-            inputs = meta.get("inputs") if isinstance(meta.get("inputs"), dict) else {}
+            try:
+                finished = (entry / META).stat().st_mtime
+            except OSError:
+                continue
+            metrics = artifact.meta.get("metrics") if isinstance(artifact.meta.get("metrics"), dict) else {}
+            inputs = artifact.meta.get("inputs") if isinstance(artifact.meta.get("inputs"), dict) else {}
             entries.append(
                 CacheEntry(
                     stage=stage_dir.name,

@@ -155,7 +155,7 @@ def deploy(
                 _activate(tr, bundle_id)
                 say(f"activated {bundle_id}" + (f" (was {state.current})" if state.current else ""))
             warnings: list[str] = []
-            pruned = _record_and_prune(target, tr, state, bundle_id, warnings, say)
+            pruned = _record_and_prune(target, tr, layout, state, bundle_id, warnings, say)
     return DeployResult(
         bundle_id=bundle_id,
         skipped_upload=skipped,
@@ -217,10 +217,15 @@ def _upload_and_install(
 
 
 def _record_and_prune(
-    target: TargetConfig, tr: Transport, state: DeviceState, bundle_id: str, warnings: list[str], say: StepCallback
+    target: TargetConfig,
+    tr: Transport,
+    layout: Layout,
+    state: DeviceState,
+    bundle_id: str,
+    warnings: list[str],
+    say: StepCallback,
 ) -> list[str]:
     """After the switch: append to the history and remove old releases; failures become warnings."""
-    layout = Layout(tr)
     history = list(state.history)
     if not history or history[-1] != bundle_id:
         history.append(bundle_id)
