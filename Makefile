@@ -7,7 +7,7 @@ EDGESHIP := $(VENV)/bin/edgeship
 STAMP := $(VENV)/.edgeship-installed
 AGENT_VENV := .venv-agent
 AGENT_STAMP := $(AGENT_VENV)/.edgeship-installed
-DEB_PACKAGES := dataset-fashion-mnist openssh-server openssh-client
+DEB_PACKAGES := dataset-fashion-mnist openssh-server openssh-client dropbear-bin
 PROFILE ?= default
 TARGET ?= local
 PYTEST_ARGS ?=
@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-packages
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev,onnx]'
+	$(VENV)/bin/pip install -q -e '.[dev,onnx,labgrid]'
 	$(VENV)/bin/pip install -q --no-deps 'tf-keras>=2.21,<2.22'
 	@touch $@
 
