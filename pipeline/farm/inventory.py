@@ -28,6 +28,7 @@ from pipeline.config.loader import read_yaml, validate
 from pipeline.config.profile import Strict
 from pipeline.config.target import NAME, TargetConfig, load_target
 from pipeline.errors import ConfigError
+from pipeline.farm.labgrid_spec import LabgridPlace, LabgridSettings
 from pipeline.paths import builtin_targets_dir
 
 # Used with fullmatch: "^...$" would let a trailing newline through.
@@ -39,6 +40,7 @@ class DeviceEntry(Strict):
     target: str
     tags: tuple[str, ...] = ()
     profile: Optional[str] = None
+    labgrid: Optional[LabgridPlace] = None
 
     @field_validator("name")
     @classmethod
@@ -62,6 +64,7 @@ class Inventory(Strict):
     timeout: float = Field(900.0, gt=0, description="seconds per device attempt")
     retries: int = Field(1, ge=0, le=10)
     profile: Optional[str] = Field(None, description="build profile for every device; else each target's default_profile")
+    labgrid: Optional[LabgridSettings] = None
     devices: tuple[DeviceEntry, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -83,6 +86,7 @@ class FarmDevice:
     target_path: Path
     tags: tuple[str, ...]
     profile: str
+    labgrid: Optional[LabgridPlace] = None
 
     @property
     def device_class(self) -> str:
@@ -127,5 +131,5 @@ def load_inventory(path: str | Path, profile_override: Optional[str] = None) -> 
             )
         target = load_target(target_path)
         profile = profile_override or entry.profile or inventory.profile or target.default_profile
-        devices.append(FarmDevice(entry.name, target, target_path, entry.tags, profile))
+        devices.append(FarmDevice(entry.name, target, target_path, entry.tags, profile, labgrid=entry.labgrid))
     return LoadedInventory(path, inventory, tuple(devices))
