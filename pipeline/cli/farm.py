@@ -12,7 +12,7 @@ from pipeline.cli import main
 
 DEFAULT_INVENTORY = "targets/farm.yaml"
 
-_STYLE = {"ok": "green", "pass": "green", "improvement": "green", "regression": "red", "unreachable": "red", "failed": "red", "timeout": "red", "invalid": "yellow", "no-baseline": "yellow", "retrying": "yellow"}
+_STYLE = {"ok": "green", "pass": "green", "improvement": "green", "regression": "red", "unreachable": "red", "failed": "red", "timeout": "red", "invalid": "yellow", "no-baseline": "yellow", "retrying": "yellow", "busy": "yellow", "waiting": "yellow"}
 
 
 class LiveDevices:
@@ -83,16 +83,18 @@ def farm() -> None:
 @click.option("--inventory", "-i", default=DEFAULT_INVENTORY, show_default=True, help="Inventory YAML.")
 @click.option("--tags", "-t", multiple=True, help="Only devices with this tag or name (repeatable).")
 @click.option("--profile", "-p", default=None, help="Build profile for every device (overrides the inventory).")
-def farm_run(inventory: str, tags: tuple[str, ...], profile: Optional[str]) -> None:
+@click.option("--bundle", "-b", "bundle", default=None, type=click.Path(file_okay=False), help="Deploy this built bundle to every device instead of building (its profile is the manifest's).")
+def farm_run(inventory: str, tags: tuple[str, ...], profile: Optional[str], bundle: Optional[str]) -> None:
     """Build the bundles needed (cached), then deploy and profile every selected device."""
     from pipeline.farm.inventory import load_inventory
     from pipeline.farm.runner import run_farm
     from pipeline.cli.output import make_progress
 
+    profile, bundles = _given_bundle(bundle, profile)
     loaded = load_inventory(inventory, profile_override=profile)
     loaded.select(tags)  # fail on unknown tags before building anything
     with LiveDevices() as live:
-        result = run_farm(loaded, tags=tags, progress=make_progress(), listener=live)
+        result = run_farm(loaded, tags=tags, progress=make_progress(), listener=live, bundles=bundles)
     ok = sum(o.status == "ok" for o in result.outcomes)
     click.echo(f"run {result.run_id}: {ok}/{len(result.outcomes)} devices profiled in {result.seconds:.1f}s")
     for o in result.outcomes:
@@ -104,22 +106,47 @@ def farm_run(inventory: str, tags: tuple[str, ...], profile: Optional[str]) -> N
 @click.option("--inventory", "-i", default=DEFAULT_INVENTORY, show_default=True, help="Inventory YAML.")
 @click.option("--tags", "-t", multiple=True, help="Only devices with this tag or name (repeatable).")
 @click.option("--profile", "-p", default=None, help="Build profile for every device (overrides the inventory).")
-def nightly(inventory: str, tags: tuple[str, ...], profile: Optional[str]) -> None:
+@click.option("--bundle", "-b", "bundle", default=None, type=click.Path(file_okay=False), help="Deploy this built bundle to every device instead of building (its profile is the manifest's).")
+def nightly(inventory: str, tags: tuple[str, ...], profile: Optional[str], bundle: Optional[str]) -> None:
     """Build, farm run, regression check, reports. Exit 0 ok, 1 regression, 2 infrastructure failure."""
     from pipeline.cli.output import make_console
 
     from pipeline.farm.nightly import run_nightly
     from pipeline.cli.output import make_progress
 
+    profile, bundles = _given_bundle(bundle, profile)
     with LiveDevices() as live:
-        result = run_nightly(inventory, tags=tags, profile=profile, progress=make_progress(), listener=live)
+        result = run_nightly(inventory, tags=tags, profile=profile, progress=make_progress(), listener=live, bundles=bundles)
     console = make_console()
     console.print(_verdict_table(result.verdicts))
     _print_reasons(console, result.verdicts)
     console.print(f"run {result.farm.run_id}: {result.summary.headline}")
+    unbased = [v.device for v in result.verdicts if v.status == "no-baseline"]
+    if unbased:
+        console.print(
+            f"{len(unbased)} device(s) have no baseline yet ({', '.join(unbased)}); to compare the next nights with "
+            f"tonight's run, accept it: edgeship baseline accept {result.farm.run_id}",
+            highlight=False,
+        )
     for kind, path in result.reports.items():
         console.print(f"{kind}: {path}")
     sys.exit(result.summary.exit_code)
+
+
+def _given_bundle(bundle: Optional[str], profile: Optional[str]) -> tuple[Optional[str], Optional[dict]]:
+    """``--bundle DIR``: every device gets that bundle, filed under the profile its manifest names."""
+    if bundle is None:
+        return profile, None
+    from pathlib import Path
+
+    from pipeline.bundle.manifest import verify_bundle
+
+    name = str(verify_bundle(Path(bundle)).get("profile") or "")
+    if not name:
+        raise click.UsageError(f"--bundle {bundle}: its manifest.json names no build profile.")
+    if profile is not None and profile != name:
+        raise click.UsageError(f"--bundle {bundle} was built from profile '{name}', but --profile says '{profile}'; give one of them.")
+    return name, {name: Path(bundle)}
 
 
 @main.group()
