@@ -76,7 +76,7 @@ def main(ctx: click.Context, verbose: int) -> None:
 
 
 def _register() -> None:
-    from pipeline.cli import build, cache, convert, deploy, emu, farm, lab, sweep  # noqa: F401  (importing registers the commands)
+    from pipeline.cli import build, cache, convert, deploy, emu, farm, farm_show, lab, sweep  # noqa: F401  (importing registers the commands)
 
 
 _register()
