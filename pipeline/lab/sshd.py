@@ -18,7 +18,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import yaml
 
@@ -71,107 +71,66 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-class SSHServer:
-    """One sshd with its own files under ``root``.
+class LoopbackServer:
+    """What every loopback SSH server shares (OpenSSH here, dropbear in :mod:`pipeline.lab.dropbear`):
+    its directory, port and throwaway client key, the known_hosts entry, the daemon's lifecycle and
+    target files that point at it. Subclasses set ``host_key`` (public half in ``host_public_key``),
+    ``log`` and implement :meth:`start`."""
 
-    sshd's own ``StrictModes`` stays off: it rejects every path below a world-writable directory,
-    sticky or not, so a server under /tmp (every test's) could not start. Instead, when this
-    process is root (the only case where a planted ``authorized_keys`` or config would hand out
-    root logins), :meth:`start` refuses unless each file sshd reads, and every directory on the
-    way to it, is owned by root and writable by nobody else (a sticky directory such as /tmp
-    excepted: there others cannot rename what is root's). No other user can then change those
-    files later either, which is what StrictModes is for. A non-root sshd can only log in its
-    own user, so it is not checked.
-    """
+    root: Path
+    user: str
+    port: int
+    client_key: Path
+    known_hosts: Path
+    host_key: Path
+    log: Path
+    proc: Optional[subprocess.Popen]
+    #: the program named in start-up errors
+    daemon = "sshd"
 
-    def __init__(self, root: Path, user: Optional[str] = None):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.user = user or _current_user()
-        self.port = free_port()
-        self.host_key = keygen(self.root / "ssh_host_ed25519_key", "edgeship-test-host")
-        self.client_key = keygen(self.root / "client_ed25519", "edgeship-test-client")
-        self.authorized_keys = self.root / "authorized_keys"
-        atomic_write_text(self.authorized_keys, Path(f"{self.client_key}.pub").read_text())
-        self.config = self.root / "sshd_config"
-        self.log = self.root / "sshd.log"
-        self.pidfile = self.root / "sshd.pid"
-        self.known_hosts = self.root / "known_hosts"
-        self.write_known_hosts()
-        atomic_write_text(
-            self.config,
-            "\n".join(
-                [
-                    f"Port {self.port}",
-                    "ListenAddress 127.0.0.1",
-                    f"HostKey {self.host_key}",
-                    f"PidFile {self.pidfile}",
-                    f"AuthorizedKeysFile {self.authorized_keys}",
-                    "PubkeyAuthentication yes",
-                    "PasswordAuthentication no",
-                    "KbdInteractiveAuthentication no",
-                    "PermitRootLogin prohibit-password",
-                    "UsePAM no",
-                    "StrictModes no",
-                    "UseDNS no",
-                    "PrintMotd no",
-                    # the test user's ~/.bashrc may be slow (pyenv init); bash skips it for ssh commands
-                    # when SHLVL says it is not a top-level shell
-                    "SetEnv SHLVL=1",
-                    "MaxStartups 50:30:100",
-                    "MaxSessions 50",
-                    "Subsystem sftp internal-sftp",
-                    "LogLevel VERBOSE",
-                    "",
-                ]
-            ),
-        )
-        self.proc: Optional[subprocess.Popen] = None
+    def start(self, timeout: float = 10.0, detach: bool = False) -> "LoopbackServer":
+        raise NotImplementedError
 
-    # -- lifecycle ---------------------------------------------------------------------------
-    def start(self, timeout: float = 10.0, detach: bool = False) -> "SSHServer":
-        """Start sshd in the foreground of a child process; ``detach`` puts it in its own session
-        so it outlives this process (the lab's servers run until ``edgeship lab stop``)."""
-        self._check_files()
-        Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation directory
-        self.proc = subprocess.Popen(
-            [str(SSHD), "-D", "-f", str(self.config), "-E", str(self.log)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL if detach else subprocess.PIPE,
-            start_new_session=detach,
-        )
+    def _wait_ready(self, timeout: float) -> None:
+        """Until the daemon sends its SSH banner; its exit (with its log) is an error."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(
-                    f"sshd exited with {self.proc.returncode}: {self.proc.stderr.read().decode() if self.proc.stderr else ''} "
+                    f"{self.daemon} exited with {self.proc.returncode}: "
+                    f"{self.proc.stderr.read().decode() if self.proc.stderr else ''} "
                     f"{self.log.read_text() if self.log.exists() else ''}"
                 )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                     sock.settimeout(2)
                     if sock.recv(64).startswith(b"SSH-"):
-                        return self
+                        return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError(f"sshd did not accept connections on port {self.port} within {timeout} s")
+        raise RuntimeError(f"{self.daemon} did not accept connections on port {self.port} within {timeout} s")
+
+    def _trusted_files(self) -> tuple[Path, ...]:
+        """Every file the daemon reads to decide who may log in (checked by :meth:`_check_files`)."""
+        raise NotImplementedError
 
     def _check_files(self) -> None:
-        """The log is never a link (sshd -E follows one); as root, nobody else may change sshd's files."""
+        """The log is never a link (``-E`` follows one); as root, nobody else may change the daemon's files."""
         open_log(self.log).close()
         if os.geteuid() != 0:
             return
-        for path in (self.config, self.host_key, self.authorized_keys, self.log):
+        for path in self._trusted_files():
             weak = insecure_component(path)
             if weak is not None:
                 raise EdgeshipError(
-                    f"Refusing to start sshd as root with {path}: {weak} is not owned by root or can be written by "
+                    f"Refusing to start {self.daemon} as root with {path}: {weak} is not owned by root or can be written by "
                     "other users, so one of them could replace the server's keys or config and log in as root. Use a "
                     f"directory only root controls (`sudo chown root: {weak} && sudo chmod go-w {weak}`), or run "
                     "edgeship as that user instead of root."
                 )
 
+    # -- lifecycle ---------------------------------------------------------------------------
     def kill(self) -> None:
         """SIGKILL the daemon and every session process it forked (like pulling the plug)."""
         if self.proc is None:
@@ -202,7 +161,7 @@ class SSHServer:
                 pass
         self.proc = None
 
-    def restart(self) -> "SSHServer":
+    def restart(self) -> "LoopbackServer":
         self.stop()
         return self.start()
 
@@ -216,6 +175,7 @@ class SSHServer:
         return f"[127.0.0.1]:{self.port}"
 
     def host_public_key(self) -> str:
+        """``<kind> <base64>`` of the host key, from its OpenSSH-format ``.pub`` file."""
         kind, blob = Path(f"{self.host_key}.pub").read_text().split()[:2]
         return f"{kind} {blob}"
 
@@ -223,10 +183,6 @@ class SSHServer:
         path = Path(path or self.known_hosts)
         atomic_write_text(path, f"{self.known_hosts_name} {key_line or self.host_public_key()}\n")
         return path
-
-    def regenerate_host_key(self) -> None:
-        """A new host key (as after reinstalling the device); restart to take effect."""
-        keygen(self.host_key, "edgeship-test-host-new")
 
     # -- targets -----------------------------------------------------------------------------
     def target_dict(self, name: str, remote_dir: Path | str, python: str, **overrides: Any) -> dict[str, Any]:
@@ -268,7 +224,98 @@ class SSHServer:
         return path
 
 
-def _current_user() -> str:
+class SSHServer(LoopbackServer):
+    """One sshd with its own files under ``root``.
+
+    sshd's own ``StrictModes`` stays off: it rejects every path below a world-writable directory,
+    sticky or not, so a server under /tmp (every test's) could not start. Instead, when this
+    process is root (the only case where a planted ``authorized_keys`` or config would hand out
+    root logins), :meth:`start` refuses unless each file sshd reads, and every directory on the
+    way to it, is owned by root and writable by nobody else (a sticky directory such as /tmp
+    excepted: there others cannot rename what is root's). No other user can then change those
+    files later either, which is what StrictModes is for. A non-root sshd can only log in its
+    own user, so it is not checked.
+    """
+
+    def __init__(self, root: Path, user: Optional[str] = None, sftp: bool = True, env: Optional[Mapping[str, str]] = None):
+        """``sftp=False`` leaves out the sftp subsystem (the server refuses it); ``env`` adds variables
+        to every session (``PATH`` included: sshd sets it after its default)."""
+        setenv = " ".join(["SHLVL=1", *(_setenv_word(k, v) for k, v in (env or {}).items())])
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.user = user or current_user()
+        self.port = free_port()
+        self.host_key = keygen(self.root / "ssh_host_ed25519_key", "edgeship-test-host")
+        self.client_key = keygen(self.root / "client_ed25519", "edgeship-test-client")
+        self.authorized_keys = self.root / "authorized_keys"
+        atomic_write_text(self.authorized_keys, Path(f"{self.client_key}.pub").read_text())
+        self.config = self.root / "sshd_config"
+        self.log = self.root / "sshd.log"
+        self.pidfile = self.root / "sshd.pid"
+        self.known_hosts = self.root / "known_hosts"
+        self.write_known_hosts()
+        atomic_write_text(
+            self.config,
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {self.host_key}",
+                    f"PidFile {self.pidfile}",
+                    f"AuthorizedKeysFile {self.authorized_keys}",
+                    "PubkeyAuthentication yes",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PermitRootLogin prohibit-password",
+                    "UsePAM no",
+                    "StrictModes no",
+                    "UseDNS no",
+                    "PrintMotd no",
+                    # the test user's ~/.bashrc may be slow (pyenv init); bash skips it for ssh commands
+                    # when SHLVL says it is not a top-level shell
+                    f"SetEnv {setenv}",
+                    "MaxStartups 50:30:100",
+                    "MaxSessions 50",
+                    # sftp=False: a server that refuses the sftp subsystem (the exec-channel fallback's tests)
+                    *(["Subsystem sftp internal-sftp"] if sftp else []),
+                    "LogLevel VERBOSE",
+                    "",
+                ]
+            ),
+        )
+        self.proc: Optional[subprocess.Popen] = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self, timeout: float = 10.0, detach: bool = False) -> "SSHServer":
+        """Start sshd in the foreground of a child process; ``detach`` puts it in its own session
+        so it outlives this process (the lab's servers run until ``edgeship lab stop``)."""
+        self._check_files()
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation directory
+        self.proc = subprocess.Popen(
+            [str(SSHD), "-D", "-f", str(self.config), "-E", str(self.log)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL if detach else subprocess.PIPE,
+            start_new_session=detach,
+        )
+        self._wait_ready(timeout)
+        return self
+
+    def _trusted_files(self) -> tuple[Path, ...]:
+        return (self.config, self.host_key, self.authorized_keys, self.log)
+
+    def regenerate_host_key(self) -> None:
+        """A new host key (as after reinstalling the device); restart to take effect."""
+        keygen(self.host_key, "edgeship-test-host-new")
+
+
+def _setenv_word(name: str, value: str) -> str:
+    if not name.isidentifier() or any(c.isspace() or c in "\"'\\" for c in value):
+        raise ValueError(f"SSHServer env {name}={value!r}: names must be identifiers, values without spaces or quotes")
+    return f"{name}={value}"
+
+
+def current_user() -> str:
     import pwd
 
     return pwd.getpwuid(os.getuid()).pw_name

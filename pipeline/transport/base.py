@@ -54,6 +54,11 @@ def sh_script(script: str, *args: str) -> list[str]:
     return ["sh", "-c", script, "sh", *[str(a) for a in args]]
 
 
+def remove_command(paths: Sequence[str]) -> list[str]:
+    """``rm -f`` of each path (missing ones are fine), every path a positional argument."""
+    return sh_script('rm -f -- "$@"', *paths)
+
+
 def shell_join(argv: Sequence[str]) -> str:
     """One command line for a remote POSIX shell; every word is quoted."""
     return shlex.join([str(a) for a in argv])
@@ -89,7 +94,11 @@ class Transport(ABC):
     @abstractmethod
     def put(self, local_path: Path, remote_path: str, progress: Optional[ProgressCallback] = None) -> None:
         """Copy a local file to the device atomically: it is written to ``remote_path + '.partial'``
-        and renamed, so ``remote_path`` is either absent, the old file or the complete new one."""
+        and renamed, so ``remote_path`` is either absent, the old file or the complete new one.
+
+        A put that fails while the device is still reachable removes its ``.partial``. One cut off
+        together with the connection cannot: the next put of the same path replaces it, and
+        :meth:`remove_partials` removes it otherwise."""
 
     @abstractmethod
     def get(self, remote_path: str, local_path: Path) -> None:
@@ -111,6 +120,12 @@ class Transport(ABC):
         return join_home(self.home(), path) if path == "~" or path.startswith("~/") else path
 
     # -- shared helpers --------------------------------------------------------------------
+    def remove_partials(self, remote_paths: Sequence[str]) -> None:
+        """Remove the ``<path>.partial`` that a put of each path may have left when the connection was
+        cut mid-upload (none there is fine); a failure raises :class:`RemoteCommandError`."""
+        if remote_paths:
+            self.run(remove_command([f"{path}.partial" for path in remote_paths]))
+
     @property
     def remote_dir(self) -> str:
         if self._remote_dir is None:

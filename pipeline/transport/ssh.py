@@ -8,6 +8,11 @@ command timeout is a hard bound even against a server that goes silent mid-comma
 (ssh_deadline.py). Transient connection failures (refused, timed out, unreachable) are retried with
 exponential backoff; authentication and host-key problems are not. Messages never contain key
 material or passphrases.
+
+Files go over SFTP. A server that refuses the sftp subsystem (dropbear images without an
+sftp-server, an sshd without a ``Subsystem sftp`` line) gets them over exec channels instead, for
+the rest of this transport's life: exec_files.py (``cat`` into ``.partial``, sha256 checked on the
+device, ``mv -f``).
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ import contextlib
 import logging
 import os
 import re
-import select
 import socket
 import tempfile
 import time
@@ -33,9 +37,19 @@ from pipeline.transport.base import (
     sh_script,
     shell_join,
 )
+from pipeline.transport.exec_files import CLEANUP_BUDGET, ExecFiles, SFTPRefused, sftp_refusal
 from pipeline.transport.known_hosts import HostKeyError
 from pipeline.transport.ssh_connect import Transient, connect_once
-from pipeline.transport.ssh_deadline import Stalled, abandon, close_channel, exit_status, open_channel, remaining, request
+from pipeline.transport.ssh_deadline import (
+    Stalled,
+    abandon,
+    close_channel,
+    collect,
+    exit_status,
+    open_channel,
+    remaining,
+    request,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import paramiko
@@ -68,8 +82,6 @@ _KILL_SCRIPT = (
 )
 #: how long killing a timed-out command may take (the kill script itself waits 1 s)
 _KILL_BUDGET = 5.0
-#: how long removing a failed upload's .partial may take
-_CLEANUP_BUDGET = 5.0
 
 __all__ = ["HostKeyError", "SSHTransport"]
 
@@ -82,6 +94,8 @@ class SSHTransport(Transport):
         self.where = f"{cfg.user}@{cfg.host}:{cfg.port}"
         self._client: Optional["paramiko.SSHClient"] = None
         self._sftp_client = None
+        #: set once the server refused SFTP: files then go over exec channels (for this transport's life)
+        self._exec_files: Optional[ExecFiles] = None
         self._home: Optional[str] = None
         #: connection attempts made by the last connect() (tests and diagnostics)
         self.attempts = 0
@@ -127,9 +141,20 @@ class SSHTransport(Transport):
         if self._home is None:
             home = self.run(sh_script('printf "%s" "$HOME"'), timeout=self.cfg.connect_timeout + 20).stdout.strip()
             if not home.startswith("/"):
-                home = self._sftp().normalize(".")
+                home = self._sftp_home(home)
             self._home = home
         return self._home
+
+    def _sftp_home(self, shown: str) -> str:
+        """The login directory as SFTP sees it, for shells whose $HOME is not an absolute path."""
+        try:
+            return self._sftp().normalize(".")
+        except SFTPRefused as refused:
+            self._fall_back(refused)
+            raise DeployError(
+                f"On {self.where}, $HOME is {shown!r}, not an absolute path, and the SSH server has no SFTP to ask "
+                f"for the login directory ({refused}); set remote_dir of {self.target_name} to an absolute path."
+            ) from None
 
     def _resolve_remote_dir(self, raw: str) -> str:
         if raw.startswith("/"):
@@ -154,7 +179,7 @@ class SSHTransport(Transport):
             try:
                 chan = open_channel(transport, deadline)
                 request(chan, "exec", shell_join(["sh", "-c", _PID_WRAPPER, "sh", *argv]), deadline)
-                code = self._collect(chan, transport, deadline, out, err)
+                code = collect(chan, transport, deadline, out.extend, err)
             except Stalled as exc:
                 raise self._timed_out(transport, chan, shown, timeout, exc.step, err) from None
             finally:
@@ -173,28 +198,6 @@ class SSHTransport(Transport):
         if transport is None or not transport.is_active():
             raise paramiko.SSHException("transport is not active")
         return transport
-
-    @staticmethod
-    def _collect(chan: "paramiko.Channel", transport: "paramiko.Transport", deadline: float, out: bytearray, err: bytearray) -> int:
-        """Read stdout/stderr until the exit status and EOF arrive; :class:`Stalled` at the deadline."""
-        idle = 0.002  # poll interval: short while output flows, up to 0.1 s when idle
-        while True:
-            got = False
-            while chan.recv_ready():
-                out += chan.recv(65536)
-                got = True
-            while chan.recv_stderr_ready():
-                err += chan.recv_stderr(65536)
-                got = True
-            finished = chan.exit_status_ready() and (chan.eof_received or chan.closed)
-            if finished and not chan.recv_ready() and not chan.recv_stderr_ready():
-                return exit_status(chan, deadline)  # already there: exit_status_ready()
-            if time.monotonic() > deadline:
-                raise Stalled("finish")
-            if not transport.is_active():
-                raise EOFError("the server closed the connection")
-            idle = 0.002 if got else min(idle * 2, 0.1)
-            select.select([chan], [], [], min(idle, remaining(deadline)))
 
     def _timed_out(
         self, transport: "paramiko.Transport", chan: "Optional[paramiko.Channel]", shown: str, timeout: float, step: str, err: bytearray
@@ -244,17 +247,19 @@ class SSHTransport(Transport):
     # -- files -----------------------------------------------------------------------------
     def _sftp(self, budget: Optional[float] = None) -> "paramiko.SFTPClient":
         """The SFTP session, opened within ``budget`` (default connect_timeout): paramiko waits for the
-        subsystem reply without a limit. Each later SFTP read or write stalls at most command_timeout."""
+        subsystem reply without a limit. Each later SFTP read or write stalls at most command_timeout.
+        :class:`SFTPRefused` when the server answers that it has no SFTP (the caller falls back)."""
         import paramiko
 
         if self._sftp_client is None:
             transport = self._live_transport()
             budget = self.cfg.connect_timeout if budget is None else budget
             deadline = time.monotonic() + budget
-            chan = None
+            chan, requested = None, False
             try:
                 chan = open_channel(transport, deadline)
                 request(chan, "subsystem", "sftp", deadline)
+                requested = True
                 chan.settimeout(max(remaining(deadline), 0.01))  # for the version exchange
                 sftp = paramiko.SFTPClient(chan)
             except (Stalled, socket.timeout) as exc:
@@ -265,6 +270,13 @@ class SSHTransport(Transport):
                     f"On {self.where}, the SSH server did not {step} within {budget:g} s while starting an SFTP "
                     "session: the device's sshd is overloaded or hung, or its sftp subsystem is broken."
                 ) from None
+            except (paramiko.SSHException, EOFError) as exc:
+                why = sftp_refusal(chan, transport, requested) if chan is not None else None
+                if chan is not None:
+                    close_channel(chan)
+                if why is None:
+                    raise
+                raise SFTPRefused(why) from exc
             except BaseException:
                 if chan is not None:
                     close_channel(chan)
@@ -272,6 +284,17 @@ class SSHTransport(Transport):
             chan.settimeout(self.command_timeout)
             self._sftp_client = sftp
         return self._sftp_client
+
+    @property
+    def file_transfer(self) -> str:
+        """How files travel: ``"exec"`` once the server refused SFTP, else ``"sftp"`` (diagnostics, doctor)."""
+        return "sftp" if self._exec_files is None else "exec"
+
+    def _fall_back(self, refused: SFTPRefused) -> ExecFiles:
+        self._exec_files = ExecFiles(
+            self._live_transport, self.run, self.where, self.command_timeout, self._forget_connection, str(refused)
+        )
+        return self._exec_files
 
     def _stalled(self, doing: str) -> CommandTimeout:
         """An SFTP read or write got no answer for command_timeout: the session is out of step, drop it."""
@@ -281,37 +304,54 @@ class SSHTransport(Transport):
             "(transport.command_timeout), so the transfer was abandoned."
         )
 
+    def _file_error(self, doing: str, exc: BaseException) -> DeployError:
+        """A local or device-side I/O error while the connection lives is the transfer's; else the connection was lost."""
+        if isinstance(exc, OSError) and not isinstance(exc, ConnectionError) and self._alive():
+            return DeployError(f"{doing[0].upper()}{doing[1:]} failed: {exc}.")
+        return self._lost(doing, exc)
+
     def put(self, local_path: Path, remote_path: str, progress: Optional[ProgressCallback] = None) -> None:
+        """SFTP, or (once the server refused SFTP) the exec-channel stream of exec_files.py. Either way
+        a failed put removes its ``.partial`` while the connection is usable; one cut off with the
+        connection is overwritten by the next put of the same path, or removed by remove_partials."""
         import paramiko
 
-        partial = remote_path + ".partial"
-        doing = f"uploading {local_path} to {remote_path}"
+        doing = f"uploading {local_path} to {self.where}:{remote_path}"
+        files = self._exec_files
         try:
-            sftp = self._sftp()
-            size = os.stat(local_path).st_size
-            try:
-                sent = sftp.put(str(local_path), partial, callback=progress, confirm=True).st_size
-                if sent != size:  # paramiko confirms only the bytes it read, not the file's size
-                    raise OSError(f"{local_path} changed while it was being uploaded ({size} bytes, {sent} sent)")
+            if files is None:
                 try:
-                    sftp.posix_rename(partial, remote_path)
-                except OSError:
-                    # servers without the posix-rename extension: plain rename fails if the target exists
-                    with contextlib.suppress(OSError):
-                        sftp.remove(remote_path)
-                    sftp.rename(partial, remote_path)
-            except BaseException as exc:
-                self._remove_partial(partial, stalled=isinstance(exc, socket.timeout))
-                raise
+                    self._sftp_put(local_path, remote_path, progress)
+                    return
+                except SFTPRefused as refused:
+                    files = self._fall_back(refused)
+            files.put(local_path, remote_path, progress)
         except socket.timeout:
             raise self._stalled(doing) from None
         except (paramiko.SSHException, EOFError, socket.error) as exc:
-            if isinstance(exc, OSError) and not isinstance(exc, ConnectionError) and self._alive():
-                raise DeployError(f"Uploading {local_path} to {self.where}:{remote_path} failed: {exc}.") from None
-            raise self._lost(doing, exc) from None
+            raise self._file_error(doing, exc) from None
+
+    def _sftp_put(self, local_path: Path, remote_path: str, progress: Optional[ProgressCallback]) -> None:
+        partial = remote_path + ".partial"
+        sftp = self._sftp()
+        size = os.stat(local_path).st_size
+        try:
+            sent = sftp.put(str(local_path), partial, callback=progress, confirm=True).st_size
+            if sent != size:  # paramiko confirms only the bytes it read, not the file's size
+                raise OSError(f"{local_path} changed while it was being uploaded ({size} bytes, {sent} sent)")
+            try:
+                sftp.posix_rename(partial, remote_path)
+            except OSError:
+                # servers without the posix-rename extension: plain rename fails if the target exists
+                with contextlib.suppress(OSError):
+                    sftp.remove(remote_path)
+                sftp.rename(partial, remote_path)
+        except BaseException as exc:
+            self._remove_partial(partial, stalled=isinstance(exc, socket.timeout))
+            raise
 
     def _remove_partial(self, partial: str, stalled: bool) -> None:
-        """Best effort, within _CLEANUP_BUDGET: a failed upload must not leave its .partial on the device."""
+        """Best effort, within CLEANUP_BUDGET: a failed upload must not leave its .partial on the device."""
         import paramiko
 
         if stalled:
@@ -320,15 +360,15 @@ class SSHTransport(Transport):
             log.info("left %s on %s: the connection is gone", partial, self.where)
             return
         try:
-            sftp = self._sftp(budget=_CLEANUP_BUDGET)
-            sftp.get_channel().settimeout(_CLEANUP_BUDGET)
+            sftp = self._sftp(budget=CLEANUP_BUDGET)
+            sftp.get_channel().settimeout(CLEANUP_BUDGET)
             try:
                 sftp.remove(partial)
             finally:
                 sftp.get_channel().settimeout(self.command_timeout)
         except FileNotFoundError:
             pass
-        except (CommandTimeout, paramiko.SSHException, EOFError, OSError) as exc:
+        except (CommandTimeout, SFTPRefused, paramiko.SSHException, EOFError, OSError) as exc:
             if isinstance(exc, socket.timeout):
                 self._drop_sftp()
             log.warning("could not remove %s on %s after the failed upload: %s", partial, self.where, exc)
@@ -340,17 +380,24 @@ class SSHTransport(Transport):
         local_path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{local_path.name}.", suffix=".tmp", dir=local_path.parent)
         os.close(fd)
+        doing = f"downloading {self.where}:{remote_path}"
         try:
-            self._sftp().get(remote_path, tmp)
+            files = self._exec_files
+            if files is None:
+                try:
+                    self._sftp().get(remote_path, tmp)
+                except SFTPRefused as refused:
+                    files = self._fall_back(refused)
+            if files is not None:
+                with open(tmp, "wb") as out:
+                    files.get(remote_path, out)
             os.replace(tmp, local_path)
         except FileNotFoundError:
             raise DeployError(f"On {self.where}, {remote_path} does not exist.") from None
         except socket.timeout:
             raise self._stalled(f"downloading {remote_path}") from None
         except (paramiko.SSHException, EOFError, socket.error) as exc:
-            if isinstance(exc, OSError) and self._alive():
-                raise DeployError(f"Downloading {self.where}:{remote_path} failed: {exc}.") from None
-            raise self._lost(f"downloading {remote_path}", exc) from None
+            raise self._file_error(doing, exc) from None
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

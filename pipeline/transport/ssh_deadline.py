@@ -11,6 +11,7 @@ opened (:func:`abandon`) and reports the timeout.
 from __future__ import annotations
 
 import logging
+import select
 import threading
 import time
 from typing import TYPE_CHECKING, Callable, Literal
@@ -70,15 +71,18 @@ def open_channel(transport: "paramiko.Transport", deadline: float) -> "paramiko.
         raise
 
 
-def request(chan: "paramiko.Channel", kind: Literal["exec", "subsystem"], arg: str, deadline: float) -> None:
-    """``exec_command(arg)`` (then EOF on its stdin) or ``invoke_subsystem(arg)``, waiting for the
-    server's reply until the deadline. Sending runs in the helper thread too: a send waits out a stuck
-    key exchange."""
+def request(
+    chan: "paramiko.Channel", kind: Literal["exec", "subsystem"], arg: str, deadline: float, close_stdin: bool = True
+) -> None:
+    """``exec_command(arg)`` (then EOF on its stdin, unless ``close_stdin`` is False: the caller streams
+    it) or ``invoke_subsystem(arg)``, waiting for the server's reply until the deadline. Sending runs
+    in the helper thread too: a send waits out a stuck key exchange."""
 
     def call() -> None:
         if kind == "exec":
             chan.exec_command(arg)
-            chan.shutdown_write()
+            if close_stdin:
+                chan.shutdown_write()
         else:
             chan.invoke_subsystem(arg)
 
@@ -91,6 +95,31 @@ def exit_status(chan: "paramiko.Channel", deadline: float) -> int:
     if not chan.status_event.wait(remaining(deadline)):
         raise Stalled("send the exit status")
     return chan.exit_status
+
+
+def collect(
+    chan: "paramiko.Channel", transport: "paramiko.Transport", deadline: float, on_stdout: Callable[[bytes], object], err: bytearray
+) -> int:
+    """Read stdout (into ``on_stdout``) and stderr until the exit status and EOF arrive, and return the
+    status; :class:`Stalled` at the deadline, EOFError when the connection goes away."""
+    idle = 0.002  # poll interval: short while output flows, up to 0.1 s when idle
+    while True:
+        got = False
+        while chan.recv_ready():
+            on_stdout(chan.recv(65536))
+            got = True
+        while chan.recv_stderr_ready():
+            err += chan.recv_stderr(65536)
+            got = True
+        finished = chan.exit_status_ready() and (chan.eof_received or chan.closed)
+        if finished and not chan.recv_ready() and not chan.recv_stderr_ready():
+            return exit_status(chan, deadline)  # already there: exit_status_ready()
+        if time.monotonic() > deadline:
+            raise Stalled("finish")
+        if not transport.is_active():
+            raise EOFError("the server closed the connection")
+        idle = 0.002 if got else min(idle * 2, 0.1)
+        select.select([chan], [], [], min(idle, remaining(deadline)))
 
 
 def close_channel(chan: "paramiko.Channel", grace: float = CLOSE_GRACE) -> bool:
