@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import click
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from pipeline.deploy.record import ProfileRecord
 
 _TARGET_HELP = "a name in targets/ (rpi4, local, ...) or a path to a target YAML file"
+#: an upload shorter than this shows no progress (most redeploys on a LAN)
+UPLOAD_QUIET_SECONDS = 1.0
 
 
 def _console(stderr: bool = False):
@@ -58,22 +61,37 @@ def profile_table(record: ProfileRecord, title: Optional[str] = None):
 
 
 @contextlib.contextmanager
-def _upload_progress() -> Iterator:
-    """A ``progress(sent, total)`` callback drawing a rich transfer bar on stderr."""
+def _upload_progress(console, after: float = UPLOAD_QUIET_SECONDS, clock: Callable[[], float] = time.monotonic) -> Iterator:
+    """A ``progress(sent, total)`` callback for one upload that shows itself only once the upload
+    has taken ``after`` seconds: a rich bar with bytes and rate on a terminal, else a plain line
+    ("uploading 1.2/3.4 MB at 0.5 MB/s") every few seconds for logs and CI."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+    from pipeline.deploy.upload_meter import UploadMeter
+
+    if not console.is_terminal:
+        yield UploadMeter(lambda text: console.print(f"[dim]·[/dim] {text}", highlight=False), after=after, every=5.0, clock=clock)
+        return
     bar = Progress(
-        TextColumn("upload"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=_console(stderr=True), transient=True
+        TextColumn("upload"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console, transient=True, get_time=clock
     )
     state: dict[str, Any] = {}
 
     def callback(sent: int, total: int) -> None:
-        if "task" not in state:
-            state["task"] = bar.add_task("upload", total=total or None)
-        bar.update(state["task"], completed=sent)
+        now = clock()
+        if "task" not in state:  # hidden at first: the rate counts from the first block all the same
+            state["task"], state["started"] = bar.add_task("upload", total=total or None, visible=False), now
+        if not state.get("shown") and now - state["started"] >= after:
+            bar.start()
+            state["shown"] = True
+        bar.update(state["task"], completed=sent, visible=bool(state.get("shown")))
+        if state.get("shown") and total and sent >= total:
+            bar.stop()  # done: the steps that follow (install, activate, profile) print below
 
-    with bar:
+    try:
         yield callback
+    finally:
+        bar.stop()  # no-op unless the upload stopped half-way
 
 
 def _step_printer(console):
@@ -145,7 +163,7 @@ def deploy(
         bundle = _build_bundle(profile_name or cfg.default_profile, err if as_json else out)
     elif profile_name:
         raise click.UsageError("--bundle and --profile are alternatives: give one of them.")
-    with open_transport(cfg) as transport, _upload_progress() as progress:
+    with open_transport(cfg) as transport, _upload_progress(err) as progress:
         result = do_deploy(cfg, bundle, transport=transport, progress=progress, step=_step_printer(err), lock_wait=wait_lock)
         run = None
         if not no_profile_run:

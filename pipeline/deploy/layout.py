@@ -18,6 +18,9 @@ names above and ``bin/agent.py.partial``, ``history.partial`` (uploads of ``put`
 ``current.tmp`` (a switch), ``releases/<id>.broken-<pid>/`` (an agent replacing a broken release)
 and ``.lock.new.*`` / ``.lock.dead.*`` / ``.lock.broken.*`` (taking, breaking or releasing the lock).
 Only these exact name patterns are ever removed, and a symlink is removed as a link, never followed.
+Every path a deploy or rollback uploads to must have its ``.partial`` among them
+(:func:`partial_is_cleaned`; a test records every put and checks): a link cut mid-upload leaves the
+``.partial`` behind, and the next deploy is what removes it.
 """
 
 from __future__ import annotations
@@ -45,6 +48,16 @@ PUT_LEFTOVERS = (f"{AGENT}.partial", f"{HISTORY}.partial")
 
 def is_bundle_id(name: str) -> bool:
     return BUNDLE_ID.fullmatch(name) is not None
+
+
+def partial_is_cleaned(name: str) -> bool:
+    """Whether the next deploy removes ``<name>.partial`` (``name`` relative to remote_dir), the file
+    a put of ``name`` leaves when the connection is cut mid-upload."""
+    partial = f"{name}.partial"
+    if partial in PUT_LEFTOVERS:
+        return True
+    folder, _, leaf = partial.partition("/")
+    return folder == RELEASES and RELEASE_LEFTOVER.fullmatch(leaf) is not None
 
 
 class Layout:

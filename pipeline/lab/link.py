@@ -7,14 +7,14 @@ the link is emulated in user space on loopback::
         target = ...port=link.port...                          # known_hosts: link.known_hosts_line(...)
         link.cut_after(up=40_000)                              # drop after 40 kB more towards the device
 
-Model. Each direction ("up" towards the device, "down" back) delays every byte by ``rtt / 2`` (so
-the round trip is what was asked for) and passes it through a token bucket of ``rate`` bytes/s
-shared by all of the link's connections (one radio). A connection buffers at most ``buffer``
-bytes per direction; beyond that the proxy stops reading, so the sender feels the bottleneck
-instead of the proxy swallowing an upload at loopback speed. The sender's own kernel still grows
-its send buffer as on any network (about a megabyte here), so an upload's first megabyte leaves
-the sending program at once; what the link delivers, and when the upload completes, follow the
-emulated rate.
+Model. Each direction ("up" towards the device, "down" back) reads at most ``rate`` bytes/s
+(a token bucket shared by all of the link's connections: one radio), then delays every byte by
+``rtt / 2`` before delivering it, so the round trip is what was asked for. What waits in the delay
+line is bounded by ``buffer``; beyond that, and while the bucket is empty, the proxy does not read,
+so the sender feels the bottleneck instead of the proxy swallowing an upload at loopback speed.
+The sender's kernel still buffers some of it: a paramiko upload at 200 kB/s runs about 0.6 MB
+ahead of what the link has delivered (its progress callbacks end that much early); when the
+upload completes, and every byte count here, follow the emulated link.
 
 A cut resets both sides of every open connection, like a radio that drops: after N more bytes in
 one direction (exactly N are delivered) or at a given second. It fires once; with ``stay_down``
@@ -33,12 +33,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pipeline.lab.sshd import SSHServer
 
 log = logging.getLogger(__name__)
 
 DIRECTIONS = ("up", "down")
-_KERNEL_BUFFER = 64 * 1024
+_KERNEL_BUFFER = 4096  # the kernel doubles it; smaller sender buffers follow (see _small_socket)
+_MSS = 1448
 _T = TypeVar("_T")
 
 
@@ -94,11 +98,10 @@ class Link:
         self.upstream = (upstream_host, upstream_port)
         self.delay = rtt / 2
         self.rate = rate
-        self.chunk = chunk
-        self.buffer_chunks = max(4, buffer // chunk)
-        burst = chunk if rate is None else int(min(chunk, max(1500, rate * 0.02)))
-        self.piece = burst  # writes are split so that one never exceeds the bucket
-        self._buckets = {d: _Bucket(rate, burst) for d in DIRECTIONS}
+        #: bytes read at a time: a bucket's worth (20 ms of the rate), so pacing is smooth
+        self.piece = chunk if rate is None else int(min(chunk, max(1500, rate * 0.02)))
+        self.queue_pieces = max(4, buffer // self.piece)
+        self._buckets = {d: _Bucket(rate, self.piece) for d in DIRECTIONS}
         self.port = 0
         #: bytes delivered per direction, connections accepted, cuts fired (read them any time)
         self.delivered = {d: 0 for d in DIRECTIONS}
@@ -246,13 +249,15 @@ class Link:
                 writer.close()
 
     async def _direction(self, conn: _Connection, source: asyncio.StreamReader, sink: asyncio.StreamWriter, direction: str) -> None:
-        """Read as data arrives (stamped), deliver each chunk once its delay has passed."""
-        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(self.buffer_chunks)
+        """Read at the link's rate (stamped on the way in), deliver each piece once its delay has passed."""
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(self.queue_pieces)
 
         async def read() -> None:
+            bucket = self._buckets[direction]
             try:
                 while True:
-                    data = await source.read(self.chunk)
+                    data = await source.read(self.piece)
+                    await bucket.take(len(data))  # the bottleneck: bytes leave the sender at the link's rate
                     await queue.put((time.monotonic(), data))
                     if not data:
                         return
@@ -280,7 +285,6 @@ class Link:
     async def _deliver(self, data: bytes, sink: asyncio.StreamWriter, direction: str) -> None:
         for start in range(0, len(data), self.piece):
             piece = data[start : start + self.piece]
-            await self._buckets[direction].take(len(piece))
             budget = self._budget[direction]
             if budget is not None and len(piece) >= budget:
                 self.delivered[direction] += budget  # counted first: a reader may look the moment it arrives
@@ -295,12 +299,26 @@ class Link:
             await sink.drain()
 
 
+def target_through(link: Link, server: "SSHServer", name: str, remote_dir: Path | str, python: str, **overrides: Any) -> dict[str, Any]:
+    """``server.target_dict(...)`` reached through ``link``: its port, and a known_hosts file that
+    holds the device's real host key under the link's port (the key is checked as ever)."""
+    known_hosts = link.write_known_hosts(Path(server.root) / f"known_hosts.link-{link.port}", server.host_public_key())
+    transport = {"port": link.port, "known_hosts": str(known_hosts), **overrides.pop("transport", {})}
+    return server.target_dict(name, remote_dir, python, transport=transport, **overrides)
+
+
 def _small_socket(listen: bool = False) -> socket.socket:
-    """A socket with a small receive buffer, set before the connection exists (an accepted socket
-    inherits it): the link's bottleneck then pushes back on the sender within about a window,
-    rather than after the megabytes a loopback receive buffer would take in."""
+    """A socket whose peer buffers less than loopback lets it.
+
+    On loopback (64 kB segments, an instant first burst) a sender's kernel grows its send buffer
+    to megabytes, and an upload would "finish" in the sender's own socket long before the link
+    carried it. An Ethernet-sized MSS and a small receive buffer, set before the connection exists
+    (an accepted socket inherits both), with reading at the link's rate, cut that to about 0.6 MB
+    (measured at 200 kB/s; 64 kB instead of 4 kB here left about 1 MB).
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _KERNEL_BUFFER)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, _MSS)
     if listen:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
