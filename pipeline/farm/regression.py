@@ -255,6 +255,10 @@ def compare(
         verdict.status = "unreachable"
         verdict.reasons.append(f"device unreachable: {candidate.error or 'no detail'}")
         return verdict
+    if candidate.status == "busy":
+        verdict.status = "busy"
+        verdict.reasons.append(f"not measured, labgrid place busy: {candidate.error or 'no detail'}")
+        return verdict
     if candidate.status in ("failed", "timeout"):
         verdict.status = "failed"
         what = "timed out" if candidate.status == "timeout" else "failed"
@@ -395,7 +399,8 @@ class RunSummary:
 
 
 def exit_code(verdicts: Iterable[Verdict]) -> int:
-    """0: nothing wrong; 1: any regression; 2: no regression but a device was unreachable or failed."""
+    """0: nothing wrong; 1: any regression; 2: no regression but a device was unreachable or failed
+    (a busy labgrid place is neither: the summary counts it, the exit code does not)."""
     statuses = {v.status for v in verdicts}
     if "regression" in statuses:
         return EXIT_REGRESSION

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Optional
 
-STATUSES = ("pass", "regression", "improvement", "no-baseline", "invalid", "unreachable", "failed")
+# 'busy': a shared-lab (labgrid) place someone else held for the whole wait; not measured, and not
+# an infrastructure failure (the lab works, it was in use).
+STATUSES = ("pass", "regression", "improvement", "no-baseline", "invalid", "busy", "unreachable", "failed")
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """JUnit XML for CI: one <testcase> per device x profile of a farm run.
 
 classname = build profile, name = device. A regression is a <failure>, an unreachable or failed
-device an <error>, a result without baseline or with an invalid (throttled) measurement is
-<skipped>; passes and improvements carry their numbers in <system-out>.
+device an <error>, a result without baseline, with an invalid (throttled) measurement or on a busy
+labgrid place is <skipped>; passes and improvements carry their numbers in <system-out>.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def junit_xml(verdicts: Sequence[Verdict], *, run: Optional[Run] = None, suite_n
         tests=str(summary.total),
         failures=str(counts["regression"]),
         errors=str(counts["unreachable"] + counts["failed"]),
-        skipped=str(counts["no-baseline"] + counts["invalid"]),
+        skipped=str(counts["no-baseline"] + counts["invalid"] + counts["busy"]),
         time="0",
         hostname=_clean(socket.gethostname()),
     )
@@ -96,7 +96,7 @@ def junit_xml(verdicts: Sequence[Verdict], *, run: Optional[Run] = None, suite_n
             ET.SubElement(case, "failure", message=_clean(message), type="regression").text = _clean(body)
         elif verdict.status in ("unreachable", "failed"):
             ET.SubElement(case, "error", message=_clean(message), type=verdict.status).text = _clean(body)
-        elif verdict.status in ("no-baseline", "invalid"):
+        elif verdict.status in ("no-baseline", "invalid", "busy"):
             ET.SubElement(case, "skipped", message=_clean(f"{verdict.status}: {message}"))
             if details:
                 ET.SubElement(case, "system-out").text = _clean(details)

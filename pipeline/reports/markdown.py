@@ -16,6 +16,7 @@ STATUS_LABELS = {
     "regression": "❌ regression",
     "no-baseline": "➖ no baseline",
     "invalid": "⚠️ invalid",
+    "busy": "⏳ busy",
     "unreachable": "🔌 unreachable",
     "failed": "💥 failed",
 }

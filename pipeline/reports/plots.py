@@ -20,6 +20,7 @@ STATUS_COLOURS = {
     "regression": "#c62828",
     "no-baseline": "#757575",
     "invalid": "#ef6c00",
+    "busy": "#757575",
     "unreachable": "#6a1b9a",
     "failed": "#6a1b9a",
 }
