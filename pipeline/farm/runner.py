@@ -4,6 +4,13 @@ One host drives the farm through parallel SSH sessions (threads; the work is I/O
 flaky or hung device costs at most ``timeout`` x ``1 + retries`` and is recorded with its error;
 it never stops the others. Results are written to the store from this thread only, one transaction
 per device, as each device finishes, so a killed run keeps everything already recorded.
+
+A device with ``labgrid:`` is reached through a shared lab's coordinator (:mod:`pipeline.farm.labgrid`):
+each attempt reserves and acquires its place, connects to the address, user and port of the place's
+NetworkService, and gives the place back however the attempt ends; the run gives back every place
+still held when it ends early (Ctrl-C, farm timeout). A place someone else held for the whole wait
+is recorded ``busy`` (not retried, not an infrastructure failure); a coordinator or exporter that is
+gone makes the device ``unreachable``.
 """
 
 from __future__ import annotations
@@ -11,21 +18,34 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, ContextManager, Optional, Sequence
 
 from pipeline.bundle.manifest import read_manifest
 from pipeline.deploy.record import ProfileRecord
 from pipeline.errors import EdgeshipError
 from pipeline.farm.inventory import FarmDevice, LoadedInventory
+from pipeline.farm.labgrid import (
+    CoordinatorUnreachable,
+    Endpoint,
+    FarmLabgrid,
+    LabgridError,
+    Lease,
+    LeaseEnded,
+    PlaceBusy,
+    PlaceMissing,
+    ResourceOffline,
+)
+from pipeline.farm.labgrid import prepare as prepare_labgrid
 from pipeline.farm.store import ResultsStore
 from pipeline.progress import NullProgress, Progress
 
 log = logging.getLogger(__name__)
 
-# (device name, state, detail): states are queued, building, connecting, deploying, profiling,
-# retrying, ok, unreachable, failed, timeout, invalid.
+# (device name, state, detail): states are queued, building, reserving, waiting, connecting,
+# deploying, profiling, retrying, ok, unreachable, failed, timeout, invalid, busy.
 Listener = Callable[[str, str, str], None]
 
 
@@ -53,49 +73,76 @@ class _Unreachable(Exception):
     """Connecting failed: the device is down, refusing, or not answering."""
 
 
-def _device_target(device: FarmDevice, timeout: float):
+def _device_target(device: FarmDevice, timeout: float, endpoint: Optional[Endpoint] = None):
     """The device's target named after the device (so records file under its name) with its
-    command timeout capped by the farm's per-device timeout."""
-    transport = device.target.transport.model_copy(update={"command_timeout": min(device.target.transport.command_timeout, timeout)})
+    command timeout capped by the farm's per-device timeout and, for a labgrid place, the host,
+    user and port of its NetworkService (validated like a target file's)."""
+    transport = device.target.transport
+    updates: dict[str, object] = {"command_timeout": min(transport.command_timeout, timeout)}
+    if endpoint is not None:
+        updates.update(host=endpoint.host, user=endpoint.user, **({"port": endpoint.port} if endpoint.port else {}))
+        try:
+            transport = type(transport).model_validate({**transport.model_dump(), **updates})
+        except ValueError as exc:
+            raise LabgridError(f"the labgrid place's NetworkService ({endpoint.describe()}) is not a usable SSH address: {exc}") from None
+    else:
+        transport = transport.model_copy(update=updates)
     return device.target.model_copy(update={"name": device.name, "transport": transport})
 
 
-def _attempt(device: FarmDevice, bundle: Path, timeout: float, notify: Listener) -> DeviceOutcome:
+def _attempt(device: FarmDevice, bundle: Path, timeout: float, notify: Listener, labgrid: Optional[FarmLabgrid] = None) -> DeviceOutcome:
     from pipeline.deploy import deploy, profile
     from pipeline.transport import open_transport
 
-    target = _device_target(device, timeout)
-    notify(device.name, "connecting", target.transport.describe())
-    try:
-        transport = open_transport(target)
-    except EdgeshipError as exc:
-        raise _Unreachable(str(exc)) from None
-    try:
-        notify(device.name, "deploying", bundle.name)
-        deployed = deploy(target, bundle, transport=transport)
-        notify(device.name, "profiling", bundle.name)
-        run = profile(target, transport=transport, timeout=timeout, doctor=deployed.doctor)
-        return DeviceOutcome(device, "ok", record=run.record, record_path=run.path)
-    finally:
-        transport.close()
+    held: ContextManager[Optional[Lease]] = (
+        labgrid.lease(device, notify) if labgrid is not None and device.labgrid is not None else nullcontext()
+    )
+    with held as lease:
+        target = _device_target(device, timeout, lease.endpoint if lease is not None else None)
+        where = f" (labgrid place {lease.place})" if lease is not None else ""
+        notify(device.name, "connecting", target.transport.describe() + where)
+        try:
+            transport = open_transport(target)
+        except EdgeshipError as exc:
+            raise _Unreachable(str(exc) + where) from None
+        try:
+            notify(device.name, "deploying", bundle.name)
+            deployed = deploy(target, bundle, transport=transport)
+            if lease is not None:
+                lease.check()  # the run gave the place back meanwhile (Ctrl-C): do not profile on it
+            notify(device.name, "profiling", bundle.name)
+            run = profile(target, transport=transport, timeout=timeout, doctor=deployed.doctor)
+            return DeviceOutcome(device, "ok", record=run.record, record_path=run.path)
+        finally:
+            transport.close()
 
 
-def _run_device(device: FarmDevice, bundle: Path, timeout: float, retries: int, notify: Listener) -> DeviceOutcome:
-    """Deploy + profile with bounded retries; the outcome of the last attempt is what counts."""
+def _run_device(
+    device: FarmDevice, bundle: Path, timeout: float, retries: int, notify: Listener, labgrid: Optional[FarmLabgrid] = None
+) -> DeviceOutcome:
+    """Deploy + profile with bounded retries; the outcome of the last attempt is what counts.
+
+    Busy (a labgrid place held for the whole wait) and a place that does not exist are final:
+    retrying would only wait again, or fail the same way."""
     started = time.monotonic()
     outcome = DeviceOutcome(device, "failed", error="not attempted")
     for attempt in range(1, retries + 2):
+        final = False
         try:
-            outcome = _attempt(device, bundle, timeout, notify)
-        except _Unreachable as exc:
+            outcome = _attempt(device, bundle, timeout, notify, labgrid)
+        except (_Unreachable, CoordinatorUnreachable, ResourceOffline) as exc:
             outcome = DeviceOutcome(device, "unreachable", error=str(exc))
+        except PlaceBusy as exc:
+            outcome, final = DeviceOutcome(device, "busy", error=str(exc)), True
+        except (PlaceMissing, LeaseEnded) as exc:
+            outcome, final = DeviceOutcome(device, "failed", error=str(exc)), True
         except EdgeshipError as exc:
             outcome = DeviceOutcome(device, "failed", error=str(exc))
         except Exception as exc:  # a bug or a library error must not take the farm down
             log.exception("device %s failed unexpectedly", device.name)
             outcome = DeviceOutcome(device, "failed", error=f"{type(exc).__name__}: {exc}")
         outcome.attempts = attempt
-        if outcome.status == "ok":
+        if outcome.status == "ok" or final:
             break
         if attempt <= retries:
             notify(device.name, "retrying", f"attempt {attempt} {outcome.status}: {outcome.error}")
@@ -132,6 +179,7 @@ def run_farm(
     notify: Listener = listener or (lambda name, state, detail: log.info("%s: %s %s", name, state, detail))
     devices = loaded.select(tags)
     inv = loaded.inventory
+    labgrid = prepare_labgrid(loaded.path, inv.labgrid, devices)  # refuses a bad labgrid setup before any build or deploy
     bundles = dict(bundles or {})
     missing = [d.profile for d in devices if d.profile not in bundles]
     bundles.update(build_bundles(missing, progress))
@@ -149,10 +197,11 @@ def run_farm(
     status = "aborted"
     pool = cf.ThreadPoolExecutor(max_workers=min(inv.concurrency, len(devices)), thread_name_prefix="farm")
     try:
-        futures = {pool.submit(_run_device, d, bundles[d.profile], inv.timeout, inv.retries, notify): d for d in devices}
+        futures = {pool.submit(_run_device, d, bundles[d.profile], inv.timeout, inv.retries, notify, labgrid): d for d in devices}
         # A hung device is given up on after its whole retry budget; its thread ends when the
         # transport's command timeout (capped at inv.timeout) fires.
-        budget = inv.timeout * (inv.retries + 1) + 30.0 * (inv.retries + 1)
+        waited = labgrid.budget(devices) if labgrid is not None else 0.0
+        budget = (inv.timeout + 30.0 + waited) * (inv.retries + 1)
         deadline = time.monotonic() + budget * max(1, -(-len(devices) // inv.concurrency))
         pending = set(futures)
         while pending:
@@ -167,6 +216,8 @@ def run_farm(
                 farm.outcomes.append(_record(store, run_id, future.result(), notify))
         status = "finished"
     finally:
+        if labgrid is not None:  # Ctrl-C or the farm's deadline: give back every place still held
+            labgrid.book.close()
         pool.shutdown(wait=False, cancel_futures=True)
         store.finish_run(run_id, status)
     farm.seconds = time.monotonic() - started
