@@ -203,6 +203,15 @@ def test_labgrid_place_that_does_not_exist_is_refused_before_any_deploy_ssh(rack
         run_farm(load_inventory(inventory), store=ResultsStore(tmp_path / "r2.sqlite"), bundles={"tiny": tiny_bundle_int8})
 
 
+def test_labgrid_cli_nightly_with_a_missing_place_is_one_paragraph_ssh(rack: Rack, tiny_bundle_int8: Path, tmp_path: Path) -> None:
+    inventory = rack.inventory([{"name": "lg-typo", "labgrid": {"place": "pi-7"}}])
+    env = dict(os.environ, EDGESHIP_RESULTS=str(tmp_path / "results"))
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "nightly", "-i", str(inventory), "--bundle", str(tiny_bundle_int8)],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=PROJECT_ROOT)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "device 'lg-typo'" in proc.stderr and "no place 'pi-7'" in proc.stderr
+
+
 def test_labgrid_unreachable_coordinator_makes_its_devices_unreachable_others_run_ssh(rack: Rack, tiny_bundle_int8: Path, tmp_path: Path) -> None:
     direct = rack.servers[0]
     inventory = rack.inventory(
