@@ -31,7 +31,7 @@ from pipeline.deploy.lock import DEFAULT_STALE_AFTER, DeviceLock
 from pipeline.deploy.remote import Agent, AgentError, DeviceState, read_state
 from pipeline.deploy.upload_meter import UploadMeter
 from pipeline.errors import BundleError, DeployError
-from pipeline.transport import Transport, open_transport, sh_script
+from pipeline.transport import CommandTimeout, Transport, open_transport, sh_script
 from pipeline.transport.base import ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,16 @@ def connected(target: TargetConfig, transport: Optional[Transport] = None) -> It
         own.close()
 
 
+@contextlib.contextmanager
+def _naming_timeouts(target: TargetConfig) -> Iterator[None]:
+    """A command that timed out names the target (the transport's message names only its address):
+    a farm names each device's target after the device, so its record says which device hung."""
+    try:
+        yield
+    except CommandTimeout as exc:
+        raise CommandTimeout(f"Target '{target.name}': {exc}") from None
+
+
 def _lock(target: TargetConfig, transport: Transport, purpose: str, wait: float, stale_after: float) -> DeviceLock:
     return DeviceLock(transport, purpose, target_name=f"Target '{target.name}'", wait=wait, stale_after=stale_after)
 
@@ -144,7 +154,7 @@ def deploy(
     started = time.monotonic()
     prepared = prepare_bundle(bundle)
     bundle_id = prepared.bundle_id
-    with connected(target, transport) as tr:
+    with _naming_timeouts(target), connected(target, transport) as tr:
         layout = Layout(tr)
         tr.run(["mkdir", "-p", layout.bin_dir, layout.releases, layout.runs])
         with _lock(target, tr, f"deploy {bundle_id}", lock_wait, stale_after) as lock:
