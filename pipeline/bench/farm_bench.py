@@ -8,7 +8,8 @@ scheduler's time slices, so the median hardly moves.
 
 All loopback devices share this host's cores, so the scale test uses light profiling (the host's
 job is driving parallel sessions); a heavy variant with 1 s of CPU-bound timing per device is
-reported too, and cannot scale past the core count.
+reported too, and cannot scale past the core count. The fleet sections (16 devices behind emulated
+Wi-Fi, deploys over links that cut) come from :mod:`pipeline.bench.fleet_bench`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.bench import fleet_bench
 from pipeline.bench.common import target, write_result
 from pipeline.bench.variants import bundle_for_mode
 from pipeline.farm.inventory import load_inventory
@@ -114,5 +116,8 @@ def run(profile_name: str = "default", progress: Progress | None = None, repeats
             "slowdown_flagged_every_time": {"value": f"{flagged}/{slow_repeats}", "met": flagged == slow_repeats and min(r or 0 for r in slow_ratios) >= 1.2},
         },
     }
+    fleet, fleet_targets = fleet_bench.sections(bundle, slower, python)  # 16 devices behind emulated Wi-Fi; cut links
+    payload.update(fleet)
+    payload["targets"].update(fleet_targets)
     write_result("farm", payload)
     return payload
