@@ -1,6 +1,6 @@
 """The results store's schema: every table, and the numbered steps that build it.
 
-Version 1 (``schema_version`` holds the applied version, :data:`MIGRATIONS` the steps; the shared
+Version 2 (``schema_version`` holds the applied version, :data:`MIGRATIONS` the steps; the shared
 runner in :mod:`pipeline.sqlite_store` applies them)
 -----------------------------------------------------------------------------------------------
 runs       id, kind farm|profile, started_at, finished_at, status running|finished|aborted,
@@ -9,23 +9,27 @@ runs       id, kind farm|profile, started_at, finished_at, status running|finish
 devices    name PK, target_file, device_class, tags (json), emulated, last_seen
 bundles    bundle_id PK, profile_name, manifest (json or NULL until registered), created
 results    id, run_id -> runs, device, device_class, bundle_id -> bundles, profile_name,
-           status ok|unreachable|failed|timeout|invalid, error, record_path, record (json), p50,
+           status ok|unreachable|failed|timeout|invalid|busy, error, record_path, record (json), p50,
            mean, peak_rss_mb, top1, agreement, throttled, emulated, created
 samples    result_id -> results, idx, latency_ms           (raw timed samples, PK(result_id, idx))
 baselines  device_key (device name or device class), profile_name, result_id -> results,
            accepted_at, PK(device_key, profile_name)
 noise      device, profile_name, floor, n_runs, updated    (PK(device, profile_name))
 verdicts   run_id -> runs, result_id -> results, verdict (json), created   (PK(run_id, result_id))
+
+Version 2 adds the result status ``busy`` (a labgrid place someone else held for the whole wait).
 """
 
 from __future__ import annotations
 
+import re
+
 from pipeline.sqlite_store import Migration
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RUN_KINDS = ("farm", "profile")
 RUN_STATUSES = ("running", "finished", "aborted")
-RESULT_STATUSES = ("ok", "unreachable", "failed", "timeout", "invalid")
+RESULT_STATUSES = ("ok", "unreachable", "failed", "timeout", "invalid", "busy")
 
 _SCHEMA_V1 = """
 CREATE TABLE runs (
@@ -116,5 +120,32 @@ CREATE TABLE verdicts (
 );
 """
 
+
+def _v1_table(name: str) -> str:
+    """The CREATE TABLE statement of ``name`` in version 1 (frozen text, so this never changes)."""
+    match = re.search(rf"CREATE TABLE {name} \(.*?\n\)[^;]*;", _SCHEMA_V1, flags=re.DOTALL)
+    assert match is not None, name
+    return match.group(0)
+
+
+def _rebuilt(name: str, create: str) -> str:
+    return f"ALTER TABLE {name} RENAME TO {name}_v1;\n{create}\nINSERT INTO {name} SELECT * FROM {name}_v1;\n"
+
+
+# SQLite cannot change a CHECK constraint in place, so the results table is rebuilt, inside the
+# runner's one transaction with foreign keys on. Renaming the old results table moves its children's
+# references (samples, baselines, verdicts) to the renamed table, so each child is rebuilt too,
+# referencing the new one; only then is the old table dropped, which no child references any more,
+# so no ON DELETE CASCADE reaches the samples. Indexes go with the old table and are made again.
+_V2_RESULT_BUSY = (
+    _rebuilt("results", _v1_table("results").replace("'timeout', 'invalid')", "'timeout', 'invalid', 'busy')"))
+    + "".join(_rebuilt(child, _v1_table(child)) + f"DROP TABLE {child}_v1;\n" for child in ("samples", "baselines", "verdicts"))
+    + """DROP TABLE results_v1;
+CREATE INDEX results_run ON results(run_id);
+CREATE INDEX results_history ON results(device, profile_name, id);
+"""
+)
+assert "'busy'" in _V2_RESULT_BUSY
+
 # (version, SQL script). Append new steps; never edit a released one.
-MIGRATIONS: list[Migration] = [(1, _SCHEMA_V1)]
+MIGRATIONS: list[Migration] = [(1, _SCHEMA_V1), (2, _V2_RESULT_BUSY)]

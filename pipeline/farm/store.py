@@ -254,7 +254,7 @@ class ResultsStore(BaselineQueries):
         """Store one device's outcome in one transaction (result row + all samples); returns its id.
 
         ``status`` is what the runner observed: 'ok' (``record`` required), 'unreachable',
-        'failed' or 'timeout' (``error`` says why; a partial ``record`` may be given). An 'ok'
+        'failed', 'timeout' or 'busy' (``error`` says why; a partial ``record`` may be given). An 'ok'
         record that :meth:`ProfileRecord.invalid_reasons` rejects (throttled, too hot, malformed) is stored as
         'invalid' with the reasons in ``error``: kept for the record, never compared.
         """
@@ -288,7 +288,7 @@ class ResultsStore(BaselineQueries):
             if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
                 raise StoreError(f"Results store {self.path} has no run {run_id}.")
             self._upsert_device(
-                conn, device, device_class, target_file, list(tags), is_emulated, seen=status != "unreachable"
+                conn, device, device_class, target_file, list(tags), is_emulated, seen=status not in ("unreachable", "busy")
             )
             if bundle_id is not None:
                 conn.execute(

@@ -55,7 +55,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.execute("UPDATE schema_version SET version = 99")
     conn.commit()
     conn.close()
-    with pytest.raises(StoreError, match=r"newer than this edgeship understands \(1\); upgrade edgeship or point \$EDGESHIP_RESULTS"):
+    with pytest.raises(StoreError, match=r"newer than this edgeship understands \(2\); upgrade edgeship or point \$EDGESHIP_RESULTS"):
         ResultsStore(path)
 
 
@@ -85,6 +85,40 @@ def test_a_store_written_at_the_oldest_schema_version_opens_with_its_rows(tmp_pa
         assert store.get_run(new_run).status == "running"
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    conn.close()
+
+
+def test_a_version_1_store_with_samples_baselines_and_verdicts_upgrades_to_busy(tmp_path: Path) -> None:
+    # Version 2 rebuilds the results table (its CHECK gains 'busy'); the rows that reference it stay.
+    path = tmp_path / "v1.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0][1])
+    conn.executescript(
+        "CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1);"
+        "INSERT INTO runs (id, kind, started_at, status, info) VALUES (7, 'farm', '2025-01-01T00:00:00+00:00', 'finished', '{}');"
+        "INSERT INTO results (id, run_id, device, device_class, profile_name, status, p50, created)"
+        " VALUES (3, 7, 'rpi4-a', 'rpi4', 'default', 'ok', 12.5, '2025-01-01T00:00:01+00:00');"
+        "INSERT INTO samples VALUES (3, 0, 12.0), (3, 1, 13.0);"
+        "INSERT INTO baselines VALUES ('rpi4-a', 'default', 3, '2025-01-02T00:00:00+00:00');"
+        "INSERT INTO verdicts VALUES (7, 3, '{\"status\": \"pass\"}', '2025-01-01T00:00:02+00:00');"
+    )
+    with pytest.raises(sqlite3.IntegrityError):  # what version 1 refuses
+        conn.execute("INSERT INTO results (run_id, device, status, created) VALUES (7, 'x', 'busy', 'now')")
+    conn.close()
+    with ResultsStore(path) as store:
+        assert store.schema_version() == SCHEMA_VERSION == 2
+        assert store.get_samples(3).tolist() == [12.0, 13.0]
+        assert store.get_result(3).p50 == 12.5
+        assert store.saved_verdicts(7) == [{"status": "pass"}]
+        busy = store.record_result(7, "rpi4-b", "rpi4", "default", "busy", None, None, "held by ci/alice")
+        assert store.get_result(busy).status == "busy"
+        assert store.integrity_check() == "ok"
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    assert conn.execute("SELECT device_key, result_id FROM baselines").fetchall() == [("rpi4-a", 3)]
+    assert {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'results' AND type = 'index'")} >= {
+        "results_run", "results_history"}
+    assert "REFERENCES results(" in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'samples'").fetchone()[0]
     conn.close()
 
 
