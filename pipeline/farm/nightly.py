@@ -1,7 +1,7 @@
 """The nightly job: build (cached) → farm run → regression check → reports → exit code.
 
 Exit codes: 0 all well, 1 a regression, 2 infrastructure failed (devices unreachable or failed)
-with no regression found.
+with no regression found. A ``busy`` device (a labgrid place someone else held) is neither.
 """
 
 from __future__ import annotations
