@@ -163,9 +163,13 @@ class FarmDevice:
         ]
         if transport.type == "local":
             rows.append(("transport", "local (this machine)", self.sources.get("transport", "-")))
+        # A labgrid place's NetworkService supplies these when the place is acquired (farm/labgrid.py).
+        from_place = ("host", "port", "user") if self.labgrid is not None else ()
         for key in OVERRIDE_KEYS:
             owner = self.target if hasattr(self.target, key) else transport
-            if hasattr(owner, key):
+            if key in from_place:
+                rows.append((key, "(from the place)", "labgrid NetworkService, when acquired"))
+            elif hasattr(owner, key):
                 rows.append((key, getattr(owner, key), self.sources.get(key, "-")))
         if self.labgrid is not None:
             place = self.labgrid.place or ", ".join(f"{k}={v}" for k, v in sorted(self.labgrid.tags.items()))

@@ -54,7 +54,11 @@ def test_show_labgrid_place(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"devices": [{"name": "lab-pi", "target": "rpi4", "labgrid": {"place": "pi4-07"}}]}))
     result = CliRunner().invoke(main, ["farm", "show", "-i", str(path), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["lab-pi"]["labgrid"] == {"value": "pi4-07", "from": "device"}
+    shown = json.loads(result.output)["lab-pi"]
+    assert shown["labgrid"] == {"value": "pi4-07", "from": "device"}
+    # the target's raspberrypi.local is not what the farm will use: the place's NetworkService is
+    assert shown["host"] == {"value": "(from the place)", "from": "labgrid NetworkService, when acquired"}
+    assert shown["user"]["value"] == "(from the place)" and shown["remote_dir"]["from"].startswith("target ")
 
 
 def test_show_bad_inventory_is_one_paragraph(tmp_path: Path) -> None:
