@@ -4,7 +4,8 @@ Real parts only: loopback OpenSSH servers, each behind its own link emulator
 (:mod:`pipeline.lab.link`: 100 ms round trip, 4 Mbit/s), the real agent, store and farm runner.
 
 * ``fleet_scale``: a full farm run (fresh devices: agent and bundle uploaded, then profiled
-  briefly) of 16 devices at concurrency 8, against one device over the same link. The profiling
+  briefly) of 16 devices at concurrency 8, against one device over the same link; 8 devices (one
+  wave) show what running agents side by side on this host's cores costs by itself. The profiling
   is short on purpose (20 runs, 0.2 s): all agents share this host's cores, and the point is the
   orchestrator's concurrency. CPU is accounted per device: the orchestrator (this process, less
   the link emulator's threads), the link emulator, and the device side (sshd and the agents).
@@ -117,11 +118,13 @@ def scale(bundle: Path, python: str, repeats: int = 3) -> dict[str, Any]:
         root = Path(tmp)
         fleet = _Fleet(root, DEVICES, python)
         store = ResultsStore(root / "results.sqlite")
-        one, many, oks, cpu = [], [], [], []
+        one, wave, many, oks, cpu = [], [], [], [], []
         try:
             for r in range(repeats):
                 seconds, _ = _farm_run(fleet.inventory(f"one-{r}", 1), store, bundle)
                 one.append(seconds)
+                seconds, _ = _farm_run(fleet.inventory(f"wave-{r}", CONCURRENCY), store, bundle)
+                wave.append(seconds)  # as many devices as run at once: what sharing the host's cores costs
                 time.sleep(0.5)  # sessions of the last run end and are reaped
                 before = fleet.cpu()
                 seconds, ok = _farm_run(fleet.inventory(f"all-{r}", DEVICES), store, bundle)
@@ -134,13 +137,15 @@ def scale(bundle: Path, python: str, repeats: int = 3) -> dict[str, Any]:
             store.close()
             fleet.close()
     own, link, device = (statistics.median(c[i] for c in cpu) for i in range(3))
-    one_s, many_s = statistics.median(one), statistics.median(many)
+    one_s, wave_s, many_s = statistics.median(one), statistics.median(wave), statistics.median(many)
     return {
         "link": {"rtt_s": RTT, "rate_bytes_per_s": RATE, "rate_mbit_per_s": RATE * 8 / 1e6},
         "devices": DEVICES, "concurrency": CONCURRENCY, "profiling": PROFILING, "repeats": repeats,
         "bundle_bytes": sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file()),
         "one_device_s": round(one_s, 2), "all_devices_s": round(many_s, 2), "ratio": round(many_s / one_s, 2),
-        "one_device_runs_s": [round(s, 2) for s in one], "all_devices_runs_s": [round(s, 2) for s in many],
+        "one_wave_devices": CONCURRENCY, "one_wave_s": round(wave_s, 2), "one_wave_ratio": round(wave_s / one_s, 2),
+        "one_device_runs_s": [round(s, 2) for s in one], "one_wave_runs_s": [round(s, 2) for s in wave],
+        "all_devices_runs_s": [round(s, 2) for s in many],
         "all_ok": oks,
         "cpu_s_per_device": {
             "orchestrator": round((own - link) / DEVICES, 3),
