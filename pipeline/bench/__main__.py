@@ -16,7 +16,7 @@ def main() -> None:
     from pipeline.progress import RichProgress
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench")
-    parser.add_argument("which", nargs="*", default=["build", "deploy", "farm", "compression", "onnx"], help="benchmarks to run (build, deploy, farm, compression, onnx)")
+    parser.add_argument("which", nargs="*", default=["build", "deploy", "farm", "compression", "onnx"], help="benchmarks to run (build, deploy, farm, fleet, compression, onnx)")
     parser.add_argument("--profile", default="default")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -34,6 +34,10 @@ def main() -> None:
             from pipeline.bench import farm_bench
 
             payload = farm_bench.run(args.profile, progress=RichProgress())
+        elif name == "fleet":  # the farm bench's fleet sections alone, merged into farm.json
+            from pipeline.bench import fleet_bench
+
+            payload = fleet_bench.run_alone(args.profile, progress=RichProgress())
         elif name == "compression":
             from pipeline.bench import compression_bench
 

@@ -121,7 +121,7 @@ def connected(target: TargetConfig, transport: Optional[Transport] = None) -> It
 
 
 @contextlib.contextmanager
-def _naming_timeouts(target: TargetConfig) -> Iterator[None]:
+def naming_timeouts(target: TargetConfig) -> Iterator[None]:
     """A command that timed out names the target (the transport's message names only its address):
     a farm names each device's target after the device, so its record says which device hung."""
     try:
@@ -154,7 +154,7 @@ def deploy(
     started = time.monotonic()
     prepared = prepare_bundle(bundle)
     bundle_id = prepared.bundle_id
-    with _naming_timeouts(target), connected(target, transport) as tr:
+    with naming_timeouts(target), connected(target, transport) as tr:
         layout = Layout(tr)
         tr.run(["mkdir", "-p", layout.bin_dir, layout.releases, layout.runs])
         with _lock(target, tr, f"deploy {bundle_id}", lock_wait, stale_after) as lock:

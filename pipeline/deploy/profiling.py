@@ -15,7 +15,7 @@ from typing import Optional
 
 from pipeline.clock import utc_stamp
 from pipeline.config.target import TargetConfig
-from pipeline.deploy.deployer import connected
+from pipeline.deploy.deployer import connected, naming_timeouts
 from pipeline.deploy.doctor import DoctorReport, run_doctor
 from pipeline.deploy.exit_codes import AgentExit
 from pipeline.deploy.layout import Layout
@@ -62,7 +62,7 @@ def profile(
     min_seconds = settings.min_seconds if min_seconds is None else min_seconds
     warmup = settings.warmup if warmup is None else warmup
     threads = target.threads if threads is None else threads
-    with connected(target, transport) as tr:
+    with naming_timeouts(target), connected(target, transport) as tr:
         layout = Layout(tr)
         tr.run(["mkdir", "-p", layout.runs])
         with DeviceLock(tr, "profile", target_name=f"Target '{target.name}'", wait=lock_wait, stale_after=stale_after):

@@ -107,7 +107,8 @@ def _attempt(device: FarmDevice, bundle: Path, timeout: float, notify: Listener,
             raise _Unreachable(str(exc) + where) from None
         try:
             notify(device.name, "deploying", bundle.name)
-            deployed = deploy(target, bundle, transport=transport)
+            # deploy's steps (and upload progress: bytes and rate) reach the live view
+            deployed = deploy(target, bundle, transport=transport, step=lambda message: notify(device.name, "deploying", message))
             if lease is not None:
                 lease.check()  # the run gave the place back meanwhile (Ctrl-C): do not profile on it
             notify(device.name, "profiling", bundle.name)

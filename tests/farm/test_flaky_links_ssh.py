@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -187,3 +188,23 @@ def test_ssh_nightly_with_hung_devices_exits_and_names_them(tmp_path: Path, tiny
         mute.close()
         for server in servers:
             server.kill()
+
+
+def test_ssh_farm_live_view_shows_upload_bytes_and_rate_over_a_slow_link(tmp_path: Path, tiny_bundle_int8: Path) -> None:
+    """The runner passes deploy's steps to its listener, so the farm's live table shows a slow upload."""
+    server = SSHServer(tmp_path / "server").start()
+    try:
+        with Link(server.port, rtt=0.02, rate=400_000) as link:  # 3.2 Mbit/s: 2 MB take ~5 s (~0.6 MB sit in socket buffers)
+            data = target_through(link, server, "slow", tmp_path / "device", default_python(), profiling=PROFILING, transport={"retries": 0})
+            (tmp_path / "slow.yaml").write_text(yaml.safe_dump(data))
+            inventory = _inventory(tmp_path / "farm.yaml", [{"name": "slow", "target": "slow.yaml"}], retries=0)
+            bundle = make_variant_bundle(tiny_bundle_int8, tmp_path / "bundles", "slow", payload_bytes=2_000_000)
+            seen: list[tuple[str, str, str]] = []
+            with ResultsStore(tmp_path / "r.sqlite") as store:
+                run = run_farm(load_inventory(inventory), store=store, bundles={"tiny": bundle}, listener=lambda *event: seen.append(event))
+    finally:
+        server.kill()
+    assert [o.status for o in run.outcomes] == ["ok"], [o.error for o in run.outcomes]
+    uploads = [detail for name, state, detail in seen if state == "deploying" and detail.startswith("uploading ") and " at " in detail]
+    assert len(uploads) >= 2, seen
+    assert all(re.fullmatch(r"uploading [0-9.]+/[0-9.]+ [kM]?B at [0-9.]+ [kM]?B/s", d) for d in uploads), uploads
