@@ -270,7 +270,8 @@ class SSHTransport(Transport):
                     f"On {self.where}, the SSH server did not {step} within {budget:g} s while starting an SFTP "
                     "session: the device's sshd is overloaded or hung, or its sftp subsystem is broken."
                 ) from None
-            except (paramiko.SSHException, EOFError) as exc:
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                # OSError: "Socket is closed" when the channel closed before the version was even sent
                 why = sftp_refusal(chan, transport, requested) if chan is not None else None
                 if chan is not None:
                     close_channel(chan)

@@ -101,7 +101,8 @@ def collect(
     chan: "paramiko.Channel", transport: "paramiko.Transport", deadline: float, on_stdout: Callable[[bytes], object], err: bytearray
 ) -> int:
     """Read stdout (into ``on_stdout``) and stderr until the exit status and EOF arrive, and return the
-    status; :class:`Stalled` at the deadline, EOFError when the connection goes away."""
+    status (-1: the server closed the channel without one, as after a signal); :class:`Stalled` at the
+    deadline, EOFError when the connection goes away."""
     idle = 0.002  # poll interval: short while output flows, up to 0.1 s when idle
     while True:
         got = False
@@ -113,7 +114,10 @@ def collect(
             got = True
         finished = chan.exit_status_ready() and (chan.eof_received or chan.closed)
         if finished and not chan.recv_ready() and not chan.recv_stderr_ready():
-            return exit_status(chan, deadline)  # already there: exit_status_ready()
+            code = exit_status(chan, deadline)  # already there: exit_status_ready()
+            if code == -1 and not transport.is_active():
+                raise EOFError("the server closed the connection")  # the channel died with it: no status
+            return code
         if time.monotonic() > deadline:
             raise Stalled("finish")
         if not transport.is_active():

@@ -11,9 +11,8 @@ import logging
 import os
 import shutil
 import signal
-import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import paramiko
 import pytest
@@ -22,11 +21,9 @@ from pipeline.config.target import TargetConfig, parse_target
 from pipeline.errors import DeployError
 from pipeline.lab.sshd import SSHServer, sshd_available
 from pipeline.transport import CommandTimeout, open_transport
-from tests.transport.upload_faults import interrupt_after, shrink_after
+from tests.transport.upload_faults import cut_once_the_script_runs, interrupt_after, script_running, shrink_after, wait_until
 
 pytestmark = pytest.mark.ssh
-
-ServerFactory = Callable[..., SSHServer]
 
 
 @pytest.fixture
@@ -214,27 +211,6 @@ def test_ssh_exec_upload_failing_midway_leaves_no_partial(no_sftp_sshd, device, 
     assert dest.read_bytes() == src.read_bytes()
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    """PIDs whose command line contains ``text`` (the device-side upload script names its partial)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
-def _wait_until(check: Callable[[], bool], seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
-
-
 def test_ssh_exec_upload_cut_with_the_connection_cleans_up_on_the_device(no_sftp_sshd, device, tmp_path):
     """The connection dies mid-upload: the device script sees the end of its input, cannot match the
     sha256 and removes the partial itself; the old file stays and the next put completes."""
@@ -243,20 +219,11 @@ def test_ssh_exec_upload_cut_with_the_connection_cleans_up_on_the_device(no_sftp
     src = tmp_path / "payload.bin"
     src.write_bytes(os.urandom(3_000_000))
     target = _target(server, device)
-    partial = str(device / "payload.bin.partial")
+    partial = device / "payload.bin.partial"
     with open_transport(target) as tr:
-        cut: list[int] = []
-
-        def cut_the_connection(sent: int, total: int) -> None:
-            if sent >= (1 << 20) and not cut:
-                assert _wait_until(lambda: bool(_processes_mentioning(partial))), "the device script never started"
-                cut.append(sent)
-                tr.client.get_transport().sock.close()  # like a Wi-Fi link that drops
-
         with pytest.raises(DeployError, match="was lost while uploading"):
-            tr.put(src, str(dest), progress=cut_the_connection)
-    assert cut
-    assert _wait_until(lambda: not _processes_mentioning(partial)), "the device script is still running"
+            tr.put(src, str(dest), progress=cut_once_the_script_runs(tr, partial))
+    assert wait_until(lambda: not script_running(partial)), "the device script is still running"
     assert _leftovers(device) == []
     assert dest.read_bytes() == b"old"
     with open_transport(target) as tr:
@@ -279,7 +246,7 @@ def test_ssh_sftp_upload_cut_leaves_a_partial_that_remove_partials_and_the_next_
 
             with pytest.raises(DeployError, match="was lost while uploading"):
                 tr.put(src, str(device / "payload.bin"), progress=cut_the_connection)
-        assert _wait_until(lambda: _leftovers(device) == ["payload.bin.partial"])
+        assert wait_until(lambda: _leftovers(device) == ["payload.bin.partial"])
         with open_transport(target) as tr:
             if remedy == "remove_partials":
                 tr.remove_partials([str(device / "payload.bin"), str(device / "never-uploaded")])
