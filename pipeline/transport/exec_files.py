@@ -132,6 +132,7 @@ class ExecFiles:
         command_timeout: float,
         forget_connection: Callable[[], None],
         why_no_sftp: str,
+        target_name: str = "the target",
     ):
         self._live_transport = live_transport
         self._run = run
@@ -139,6 +140,7 @@ class ExecFiles:
         self.command_timeout = command_timeout
         self._forget_connection = forget_connection
         self.why_no_sftp = why_no_sftp
+        self.target_name = target_name
         self._digest: Optional[Digest] = None
 
     # -- what the device has -----------------------------------------------------------------
@@ -156,18 +158,18 @@ class ExecFiles:
             raise
         except DeployError as exc:
             raise DeployError(
-                f"The SSH server on {self.where} refused the sftp subsystem ({self.why_no_sftp}), and running a "
-                f"command to stream files over an exec channel instead failed too: {exc}"
+                f"The SSH server of {self.target_name} ({self.where}) refused the sftp subsystem ({self.why_no_sftp}), "
+                f"and running a command to stream files over an exec channel instead failed too: {exc}"
             ) from None
         digest = next((d for d in DIGESTS if d.program in found), None)
         lacking = [f"`{name}`" for name in _NEEDED if name not in found]
         if digest is None:
-            lacking.append("any of " + ", ".join(f"`{d.program}`" for d in DIGESTS))
+            lacking.append("a sha256 tool (" + ", ".join(f"`{d.program}`" for d in DIGESTS) + ")")
         if lacking:
             raise DeployError(
-                f"The SSH server on {self.where} refused the sftp subsystem ({self.why_no_sftp}), and edgeship's "
-                "fallback, streaming files over an exec channel, needs `cat`, `mv`, `rm` and one of `sha256sum`, "
-                f"`openssl` or `python3` on the device's PATH, which has no {' and no '.join(lacking)}. Install an "
+                f"The SSH server of {self.target_name} ({self.where}) refused the sftp subsystem ({self.why_no_sftp}), "
+                "and edgeship's fallback, streaming files over an exec channel, needs `cat`, `mv`, `rm` and one of `sha256sum`, "
+                f"`openssl` or `python3` on the device's PATH; it lacks {', '.join(lacking)}. Install an "
                 "SFTP server on the device (OpenSSH's sftp-server) or those tools."
             )
         log.info("%s has no SFTP (%s): files go over exec channels, checked with %s", self.where, self.why_no_sftp, digest.program)
@@ -259,8 +261,8 @@ class ExecFiles:
             )
         if code == MISMATCH:
             raise DeployError(
-                f"The upload of {local_path} to {where} was refused: its sha256 on the device ({detail}) did not "
-                f"match the one sent ({expected}), so the copy was corrupted on the way and was removed. The "
+                f"The upload of {local_path} to {self.target_name} ({where}) was refused: its sha256 on the device "
+                f"({detail}) did not match the one sent ({expected}), so the copy was corrupted on the way and was removed. The "
                 "previous file, if any, is unchanged; try again."
             )
         what = {

@@ -293,7 +293,13 @@ class SSHTransport(Transport):
 
     def _fall_back(self, refused: SFTPRefused) -> ExecFiles:
         self._exec_files = ExecFiles(
-            self._live_transport, self.run, self.where, self.command_timeout, self._forget_connection, str(refused)
+            self._live_transport,
+            self.run,
+            self.where,
+            self.command_timeout,
+            self._forget_connection,
+            str(refused),
+            target_name=self.target_name,
         )
         return self._exec_files
 

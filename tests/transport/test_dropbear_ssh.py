@@ -16,7 +16,7 @@ import pytest
 from pipeline.config.target import TargetConfig, parse_target
 from pipeline.deploy.deployer import deploy, rollback
 from pipeline.deploy.profiling import profile
-from pipeline.errors import DeployError
+from pipeline.errors import DeployError, EdgeshipError
 from pipeline.lab.dropbear import DropbearServer, dropbear_unavailable
 from pipeline.transport import open_transport
 from tests.helpers.device_fixtures import current_of
@@ -48,6 +48,22 @@ def dropbear_target(dropbear: DropbearServer, tmp_path: Path) -> Callable[..., T
 
 def _partials(device: Path) -> list[str]:
     return sorted(str(p.relative_to(device)) for p in device.rglob("*.partial"))
+
+
+def test_dropbear_server_refuses_cleanly_without_root(monkeypatch, tmp_path):
+    """Mount namespaces need root: the helper says so (and tests skip with that reason) instead of failing later."""
+    import pipeline.lab.dropbear as lab_dropbear
+
+    lab_dropbear.dropbear_unavailable.cache_clear()
+    monkeypatch.setattr(lab_dropbear.os, "geteuid", lambda: 1000)
+    try:
+        if not lab_dropbear.DROPBEAR.is_file():
+            pytest.skip("dropbear-bin is not installed")
+        with pytest.raises(EdgeshipError, match="Cannot run a dropbear test server: .*needs root"):
+            DropbearServer(tmp_path / "server")
+        assert not (tmp_path / "server").exists()
+    finally:
+        lab_dropbear.dropbear_unavailable.cache_clear()
 
 
 def test_dropbear_ssh_refuses_sftp_and_files_go_over_exec(dropbear, dropbear_target, tmp_path):

@@ -132,9 +132,13 @@ def test_ssh_exec_upload_with_wrong_checksum_is_refused(no_sftp_sshd, device, tm
             tr.put(src, str(device / "agent.py"))
     message = str(err.value)
     assert "was refused" in message and "did not match" in message and "0" * 64 in message
-    assert f"127.0.0.1:{server.port}:{device / 'agent.py'}" in message
+    assert f"target 'no-sftp' ({server.user}@127.0.0.1:{server.port}:{device / 'agent.py'})" in message
     assert (device / "agent.py").read_text() == "old agent\n"
     assert _leftovers(device) == []
+    with open_transport(_target(server, device)) as tr:
+        with pytest.raises(DeployError, match=r"do not match the file's sha256 on the device \(0{64}\)"):
+            tr.get(str(device / "agent.py"), tmp_path / "fetched.py")  # a download is checked the same way
+    assert not (tmp_path / "fetched.py").exists() and not list(tmp_path.glob(".fetched.py.*"))
 
 
 def test_ssh_exec_upload_corrupted_on_the_way_is_refused(no_sftp_sshd, device, tmp_path, monkeypatch):
@@ -185,9 +189,11 @@ def test_ssh_no_sftp_and_no_tools_names_the_refused_subsystem(no_sftp_sshd, devi
             with pytest.raises(DeployError) as err:
                 attempt()
             message = str(err.value)
-            assert message.startswith(f"The SSH server on {server.user}@127.0.0.1:{server.port} refused the sftp subsystem")
+            assert message.startswith(
+                f"The SSH server of target 'no-sftp' ({server.user}@127.0.0.1:{server.port}) refused the sftp subsystem"
+            )
             assert "(it refused the sftp subsystem request)" in message
-            assert "has no `mv` and no `rm` and no any of `sha256sum`, `openssl`" in message
+            assert "it lacks `mv`, `rm`, a sha256 tool (`sha256sum`, `openssl`, `python3`, `python`)" in message
             assert "EOF during negotiation" not in message and "connection" not in message
     assert list(device.iterdir()) == []
 
