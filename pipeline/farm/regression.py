@@ -68,7 +68,7 @@ it ran on hardware, or vice versa) is ``no-baseline``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
@@ -391,10 +391,15 @@ class RunSummary:
     counts: dict[str, int]
     exit_code: int
     total: int
+    regressed: dict[str, int] = field(default_factory=dict)  # metric -> devices that regressed in it
 
     @property
     def headline(self) -> str:
+        """``2 regression (latency 1, memory 1), 3 pass``: every regression names its metric."""
         parts = [f"{self.counts[s]} {s}" for s in STATUSES if self.counts.get(s)]
+        if self.regressed and self.counts.get("regression"):
+            metrics = ", ".join(m if self.counts["regression"] == 1 else f"{m} {n}" for m, n in self.regressed.items())
+            parts = [f"{p} ({metrics})" if p.endswith(" regression") else p for p in parts]
         return ", ".join(parts) if parts else "no results"
 
 
@@ -413,4 +418,9 @@ def summarize(verdicts: Sequence[Verdict]) -> RunSummary:
     counts = {s: 0 for s in STATUSES}
     for v in verdicts:
         counts[v.status] = counts.get(v.status, 0) + 1
-    return RunSummary(counts=counts, exit_code=exit_code(verdicts), total=len(verdicts))
+    regressed: dict[str, int] = {}
+    for v in verdicts:
+        if v.status == "regression":
+            for metric in v.regressed_metrics():
+                regressed[metric] = regressed.get(metric, 0) + 1
+    return RunSummary(counts=counts, exit_code=exit_code(verdicts), total=len(verdicts), regressed=regressed)

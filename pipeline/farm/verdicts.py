@@ -83,6 +83,21 @@ class Verdict:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def regressed_metrics(self) -> list[str]:
+        """Which of latency, accuracy (top-1), agreement and memory regressed, in that order: a run
+        flagged only for memory must say so, not just "regression"."""
+        metrics = []
+        if self.latency is not None and self.latency.status == "regression":
+            metrics.append("latency")
+        acc = self.accuracy
+        if acc is not None and acc.top1_delta is not None and acc.top1_threshold is not None and -acc.top1_delta > acc.top1_threshold + 1e-12:
+            metrics.append("accuracy")
+        if acc is not None and acc.agreement_delta is not None and acc.agreement_tolerance is not None and -acc.agreement_delta > acc.agreement_tolerance + 1e-12:
+            metrics.append("agreement")
+        if self.memory is not None and self.memory.status == "regression":
+            metrics.append("memory")
+        return metrics
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Verdict":
         known = {f.name for f in fields(cls)}

@@ -296,3 +296,15 @@ def test_exit_code_rules(statuses: list[str], code: int) -> None:
     verdicts = [Verdict(device=f"d{i}", profile_name="default", status=s) for i, s in enumerate(statuses)]
     assert exit_code(verdicts) == code
     assert summarize(verdicts).exit_code == code
+
+
+def test_summary_line_names_the_metric_that_regressed(baselined) -> None:
+    """A run flagged only for memory says so in the headline, not just "regression"."""
+    store, run_id = baselined
+    grown = _candidate(store, run_id, peak_rss_mb=51.5)  # memory only: latency and top-1 as the baseline
+    assert grown.status == "regression" and grown.regressed_metrics() == ["memory"]
+    assert summarize([grown]).headline == "1 regression (memory)"
+    passed = _candidate(store, run_id, peak_rss_mb=48.5)
+    both = summarize([grown, _candidate(store, run_id, peak_rss_mb=52.0), passed])
+    assert both.headline == "1 pass, 2 regression (memory 2)" and both.regressed == {"memory": 2}
+    assert Verdict.from_dict(grown.to_dict()).regressed_metrics() == ["memory"]  # also for saved verdicts

@@ -77,7 +77,7 @@ def test_junit_without_verdicts_is_still_valid() -> None:
 def test_markdown_summary(farm) -> None:
     text = summary_markdown(farm.verdicts, run=farm.store.get_run(farm.run_id))
     assert f"run {farm.run_id}" in text.splitlines()[0]
-    assert "**1 pass, 1 regression, 1 no-baseline, 1 invalid, 1 unreachable** of 5 → exit 1 (regression)" in text
+    assert "**1 pass, 1 regression (latency, accuracy), 1 no-baseline, 1 invalid, 1 unreachable** of 5 → exit 1 (regression)" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| device")]
     assert len(rows) == 5
     for row in rows:  # escaped pipes keep every row at 6 columns
