@@ -77,12 +77,11 @@ from pipeline.deploy.record import ProfileRecord
 from pipeline.farm.rows import Baseline, NoiseFloor, Result
 from pipeline.farm.stats import bootstrap_median_ratio_ci, mann_whitney_u, noise_floor_from_medians
 from pipeline.farm.store import ResultsStore
-from pipeline.farm.verdicts import STATUSES, AccuracyCheck, LatencyCheck, MemoryCheck, Verdict
+from pipeline.farm.verdicts import STATUSES, THRESHOLD_SLACK, AccuracyCheck, LatencyCheck, MemoryCheck, Verdict
 
 EXIT_OK = 0
 EXIT_REGRESSION = 1
 EXIT_INFRASTRUCTURE = 2
-_EPS = 1e-9  # float slack for threshold comparisons (0.900 - 0.895 is not exactly 0.005)
 
 
 @dataclass(frozen=True)
@@ -150,7 +149,7 @@ def check_latency(
     )
     floor_note = f", noise floor {_pct(noise_floor)}" if noise_floor else ""
     if (
-        check.ratio >= 1.0 + threshold - _EPS
+        check.ratio >= 1.0 + threshold - THRESHOLD_SLACK
         and check.p_slower < policy.alpha
         and check.ci_low > 1.0
     ):
@@ -160,7 +159,7 @@ def check_latency(
             f"{floor_note}; Mann-Whitney p={check.p_slower:.2g} < {policy.alpha}"
         ]
     if (
-        check.ratio <= 1.0 / (1.0 + threshold) + _EPS
+        check.ratio <= 1.0 / (1.0 + threshold) + THRESHOLD_SLACK
         and check.p_faster < policy.alpha
         and check.ci_high < 1.0
     ):
@@ -181,20 +180,20 @@ def check_accuracy(baseline: Result, candidate: Result, *, policy: Policy = DEFA
     if baseline.top1 is not None and candidate.top1 is not None:
         compared = True
         check.top1_delta = candidate.top1 - baseline.top1
-        if -check.top1_delta > policy.top1_drop + _EPS:
+        if check.top1_regressed:
             regressed = True
             reasons.append(
                 f"accuracy regression: on-device top-1 {candidate.top1 * 100:.2f}% vs baseline "
                 f"{baseline.top1 * 100:.2f}% ({check.top1_delta * 100:+.2f} points, allowed drop "
                 f"{policy.top1_drop * 100:.2f})"
             )
-        elif check.top1_delta > policy.top1_drop + _EPS:
+        elif check.top1_improved:
             improved = True
             reasons.append(f"accuracy improvement: top-1 {check.top1_delta * 100:+.2f} points")
     if baseline.agreement is not None and candidate.agreement is not None:
         compared = True
         check.agreement_delta = candidate.agreement - baseline.agreement
-        if -check.agreement_delta > policy.agreement_tolerance + _EPS:
+        if check.agreement_regressed:
             regressed = True
             reasons.append(
                 f"agreement regression: device agrees with host predictions on {candidate.agreement * 100:.2f}% "
@@ -212,13 +211,13 @@ def check_memory(baseline: Result, candidate: Result, *, policy: Policy = DEFAUL
     check.delta_mb = candidate.peak_rss_mb - baseline.peak_rss_mb
     check.ratio = candidate.peak_rss_mb / baseline.peak_rss_mb
     check.threshold_mb = max(policy.memory_rel * baseline.peak_rss_mb, policy.memory_abs_mb)
-    if check.delta_mb > check.threshold_mb + _EPS:
+    if check.delta_mb > check.threshold_mb + THRESHOLD_SLACK:
         check.status = "regression"
         return check, [
             f"memory regression: peak RSS {candidate.peak_rss_mb:.1f} MB vs baseline {baseline.peak_rss_mb:.1f} MB "
             f"(+{check.delta_mb:.1f} MB > allowed {check.threshold_mb:.1f} MB)"
         ]
-    if -check.delta_mb > check.threshold_mb + _EPS:
+    if -check.delta_mb > check.threshold_mb + THRESHOLD_SLACK:
         check.status = "improvement"
         return check, [f"memory improvement: peak RSS {check.delta_mb:+.1f} MB"]
     check.status = "pass"
@@ -416,10 +415,9 @@ def exit_code(verdicts: Iterable[Verdict]) -> int:
 
 def summarize(verdicts: Sequence[Verdict]) -> RunSummary:
     counts = {s: 0 for s in STATUSES}
-    for v in verdicts:
-        counts[v.status] = counts.get(v.status, 0) + 1
     regressed: dict[str, int] = {}
     for v in verdicts:
+        counts[v.status] = counts.get(v.status, 0) + 1
         if v.status == "regression":
             for metric in v.regressed_metrics():
                 regressed[metric] = regressed.get(metric, 0) + 1

@@ -12,6 +12,8 @@ from typing import Any, Mapping, Optional
 # 'busy': a shared-lab (labgrid) place someone else held for the whole wait; not measured, and not
 # an infrastructure failure (the lab works, it was in use).
 STATUSES = ("pass", "regression", "improvement", "no-baseline", "invalid", "busy", "unreachable", "failed")
+#: float slack for threshold comparisons (0.900 - 0.895 is not exactly 0.005)
+THRESHOLD_SLACK = 1e-9
 
 
 @dataclass
@@ -44,6 +46,23 @@ class AccuracyCheck:
     candidate_agreement: Optional[float] = None
     agreement_delta: Optional[float] = None
     agreement_tolerance: Optional[float] = None
+
+    # The one place that decides, for the check and for the summary line (Verdict.regressed_metrics).
+    @property
+    def top1_regressed(self) -> bool:
+        return self.top1_delta is not None and self.top1_threshold is not None and -self.top1_delta > self.top1_threshold + THRESHOLD_SLACK
+
+    @property
+    def top1_improved(self) -> bool:
+        return self.top1_delta is not None and self.top1_threshold is not None and self.top1_delta > self.top1_threshold + THRESHOLD_SLACK
+
+    @property
+    def agreement_regressed(self) -> bool:
+        return (
+            self.agreement_delta is not None
+            and self.agreement_tolerance is not None
+            and -self.agreement_delta > self.agreement_tolerance + THRESHOLD_SLACK
+        )
 
 
 @dataclass
@@ -89,10 +108,9 @@ class Verdict:
         metrics = []
         if self.latency is not None and self.latency.status == "regression":
             metrics.append("latency")
-        acc = self.accuracy
-        if acc is not None and acc.top1_delta is not None and acc.top1_threshold is not None and -acc.top1_delta > acc.top1_threshold + 1e-12:
+        if self.accuracy is not None and self.accuracy.top1_regressed:
             metrics.append("accuracy")
-        if acc is not None and acc.agreement_delta is not None and acc.agreement_tolerance is not None and -acc.agreement_delta > acc.agreement_tolerance + 1e-12:
+        if self.accuracy is not None and self.accuracy.agreement_regressed:
             metrics.append("agreement")
         if self.memory is not None and self.memory.status == "regression":
             metrics.append("memory")
