@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Callable, Optional, Sequence
 
 from pipeline.errors import DeployError
+from pipeline.fsutil import sha256_file
 from pipeline.transport.base import CommandTimeout, ProgressCallback, Result, remove_command, sh_script, shell_join, short
 from pipeline.transport.ssh_deadline import Stalled, abandon, close_channel, collect, open_channel, request
 
@@ -112,15 +113,6 @@ def sftp_refusal(chan: "paramiko.Channel", transport: "paramiko.Transport", requ
     return f"its sftp subsystem ended{status} without answering in SFTP" + (f": {short(detail, 300)}" if detail else "")
 
 
-def _sha256_of(path: Path) -> tuple[int, str]:
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as src:
-        for block in iter(lambda: src.read(1 << 20), b""):
-            digest.update(block)
-            size += len(block)
-    return size, digest.hexdigest()
-
-
 class ExecFiles:
     """put/get over exec channels of one SSH transport (see the module docstring)."""
 
@@ -180,7 +172,7 @@ class ExecFiles:
         """Write ``remote_path + '.partial'``, check its sha256 on the device, ``mv -f`` it onto ``remote_path``."""
         script = _PUT.replace("DIGEST", self.digest().script)
         partial = remote_path + ".partial"
-        size, expected = _sha256_of(Path(local_path))
+        size, expected = Path(local_path).stat().st_size, sha256_file(Path(local_path))
         command = shell_join(sh_script(script, partial, expected, remote_path))
         transport = self._live_transport()
         deadline = time.monotonic() + self.command_timeout

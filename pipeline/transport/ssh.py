@@ -291,6 +291,16 @@ class SSHTransport(Transport):
         """How files travel: ``"exec"`` once the server refused SFTP, else ``"sftp"`` (diagnostics, doctor)."""
         return "sftp" if self._exec_files is None else "exec"
 
+    def _exec_files_if_no_sftp(self) -> Optional[ExecFiles]:
+        """None when files go over SFTP (its session is then open); the exec-channel files once the
+        server has refused SFTP, now or earlier on this transport."""
+        if self._exec_files is None:
+            try:
+                self._sftp()
+            except SFTPRefused as refused:
+                self._fall_back(refused)
+        return self._exec_files
+
     def _fall_back(self, refused: SFTPRefused) -> ExecFiles:
         self._exec_files = ExecFiles(
             self._live_transport,
@@ -324,15 +334,12 @@ class SSHTransport(Transport):
         import paramiko
 
         doing = f"uploading {local_path} to {self.where}:{remote_path}"
-        files = self._exec_files
         try:
+            files = self._exec_files_if_no_sftp()
             if files is None:
-                try:
-                    self._sftp_put(local_path, remote_path, progress)
-                    return
-                except SFTPRefused as refused:
-                    files = self._fall_back(refused)
-            files.put(local_path, remote_path, progress)
+                self._sftp_put(local_path, remote_path, progress)
+            else:
+                files.put(local_path, remote_path, progress)
         except socket.timeout:
             raise self._stalled(doing) from None
         except (paramiko.SSHException, EOFError, socket.error) as exc:
@@ -389,13 +396,10 @@ class SSHTransport(Transport):
         os.close(fd)
         doing = f"downloading {self.where}:{remote_path}"
         try:
-            files = self._exec_files
+            files = self._exec_files_if_no_sftp()
             if files is None:
-                try:
-                    self._sftp().get(remote_path, tmp)
-                except SFTPRefused as refused:
-                    files = self._fall_back(refused)
-            if files is not None:
+                self._sftp().get(remote_path, tmp)
+            else:
                 with open(tmp, "wb") as out:
                     files.get(remote_path, out)
             os.replace(tmp, local_path)
