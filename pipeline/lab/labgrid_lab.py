@@ -60,10 +60,14 @@ class LabgridLab:
         require_labgrid("The labgrid lab")
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._pick_port = port is None  # a port we chose may be taken before the coordinator binds it
         self.port = port or free_port()
-        self.address = f"127.0.0.1:{self.port}"
         self.coordinator: Optional[subprocess.Popen] = None
         self.exporters: dict[str, subprocess.Popen] = {}
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
     # -- processes ---------------------------------------------------------------------------------
     def _spawn(self, program: str, args: Sequence[str], log_name: str) -> subprocess.Popen:
@@ -78,8 +82,25 @@ class LabgridLab:
     def _fail(self, what: str, log_name: str) -> EdgeshipError:
         return EdgeshipError(f"{what}; its log {self.root / log_name} ends with:\n{tail_text(self.root / log_name)}")
 
-    def start(self, timeout: float = 30.0) -> "LabgridLab":
-        """Start the coordinator and wait until it answers ``labgrid-client places``."""
+    def start(self, timeout: float = 30.0, attempts: int = 3) -> "LabgridLab":
+        """Start the coordinator and wait until it answers ``labgrid-client places``.
+
+        ``free_port`` only finds a port that was free a moment ago; another process may bind it
+        before the coordinator does. A port this lab picked itself is then replaced and retried.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once(timeout)
+            except EdgeshipError as error:
+                lost_race = "Failed to bind to address" in str(error)
+                if not (self._pick_port and lost_race and attempt < attempts):
+                    raise
+                logger.info("labgrid-coordinator could not bind %s; retrying on another port", self.address)
+                _stop(self.coordinator)
+                self.port = free_port()
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _start_once(self, timeout: float) -> "LabgridLab":
         self.coordinator = self._spawn("labgrid-coordinator", ["-l", self.address], "coordinator.log")
         client = self.client(call_timeout=5.0)
         deadline = time.monotonic() + timeout

@@ -12,6 +12,7 @@ known_hosts left there by an earlier server (a lab that was stopped or killed).
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -34,7 +35,35 @@ def sshd_available() -> bool:
     return SSHD.is_file() and Path(SSH_KEYGEN).is_file()
 
 
+_LISTEN_PORTS = random.Random()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
+    """A loopback TCP port that is free now, chosen outside the kernel's ephemeral range.
+
+    Port 0 would hand out an ephemeral port, the same pool every outgoing connection draws from:
+    with hundreds of SSH connections in a test run, one of them can take the port before the
+    server that was promised it binds it. Ports below (or above) that range are only ever taken
+    by listeners.
+    """
+    low, high = _ephemeral_range()
+    candidates = range(10000, low) if low - 10000 >= 1000 else range(high + 1, 65536)
+    for _ in range(50 if len(candidates) >= 1000 else 0):
+        port = _LISTEN_PORTS.choice(candidates)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
