@@ -88,17 +88,17 @@ class LabgridLab:
         ``free_port`` only finds a port that was free a moment ago; another process may bind it
         before the coordinator does. A port this lab picked itself is then replaced and retried.
         """
-        for attempt in range(1, attempts + 1):
+        for _ in range(attempts - 1 if self._pick_port else 0):
             try:
                 return self._start_once(timeout)
             except EdgeshipError as error:
-                lost_race = "Failed to bind to address" in str(error)
-                if not (self._pick_port and lost_race and attempt < attempts):
+                # the log is appended across attempts: only this attempt's address counts
+                if f"Failed to bind to address {self.address}" not in str(error):
                     raise
                 logger.info("labgrid-coordinator could not bind %s; retrying on another port", self.address)
                 _stop(self.coordinator)
                 self.port = free_port()
-        raise AssertionError("unreachable")  # the loop returns or raises
+        return self._start_once(timeout)
 
     def _start_once(self, timeout: float) -> "LabgridLab":
         self.coordinator = self._spawn("labgrid-coordinator", ["-l", self.address], "coordinator.log")

@@ -55,9 +55,9 @@ def free_port() -> int:
     by listeners.
     """
     low, high = _ephemeral_range()
-    candidates = range(10000, low) if low - 10000 >= 1000 else range(high + 1, 65536)
-    for _ in range(50 if len(candidates) >= 1000 else 0):
-        port = _LISTEN_PORTS.choice(candidates)
+    roomy = [r for r in (range(10000, low), range(high + 1, 65536)) if len(r) >= 1000]
+    for _ in range(50 if roomy else 0):
+        port = _LISTEN_PORTS.choice(roomy[0])
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import socket
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
+import pipeline.lab.labgrid_lab as labgrid_lab
 from pipeline.lab.labgrid_lab import LabgridLab, labgrid_available, network_service
 from pipeline.lab.sshd import SSHServer, sshd_available
-from pipeline.lab.sshd import free_port as sshd_free_port
+from pipeline.lab.sshd import free_port as sshd_free_port  # labgrid_lab's own name is monkeypatched
 
 pytestmark = pytest.mark.skipif(not labgrid_available(), reason="labgrid is not installed (pip install 'edgeship[labgrid]')")
 
@@ -48,31 +52,25 @@ def test_labgrid_network_service_points_at_a_loopback_sshd_ssh(tmp_path: Path) -
     assert network_service(server) == {"NetworkService": {"address": "127.0.0.1", "username": server.user, "port": server.port}}
 
 
-def test_labgrid_lab_retries_when_its_port_is_taken_before_the_coordinator_binds_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import socket
-
-    import pipeline.lab.labgrid_lab as labgrid_lab
-
-    squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    squatter.bind(("127.0.0.1", 0))
-    squatter.listen()
-    taken = squatter.getsockname()[1]
-    ports = iter([taken, sshd_free_port()])
-    monkeypatch.setattr(labgrid_lab, "free_port", lambda: next(ports))
-    try:
-        with LabgridLab(tmp_path / "lab") as lab:
-            assert lab.port != taken and isinstance(lab.client().places(), dict)
-            assert "Failed to bind to address" in (tmp_path / "lab" / "coordinator.log").read_text()
-    finally:
-        squatter.close()
-
-
-def test_labgrid_lab_on_a_port_it_was_given_does_not_move(tmp_path: Path) -> None:
-    import socket
-
+@contextmanager
+def _listening_socket() -> Iterator[int]:
+    """A port someone else listens on, for as long as the block runs."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
-        taken = squatter.getsockname()[1]
+        yield squatter.getsockname()[1]
+
+
+def test_labgrid_lab_retries_when_its_port_is_taken_before_the_coordinator_binds_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with _listening_socket() as taken:
+        ports = iter([taken, sshd_free_port()])
+        monkeypatch.setattr(labgrid_lab, "free_port", lambda: next(ports))
+        with LabgridLab(tmp_path / "lab") as lab:
+            assert lab.port != taken and isinstance(lab.client().places(), dict)
+            assert f"Failed to bind to address 127.0.0.1:{taken}" in (tmp_path / "lab" / "coordinator.log").read_text()
+
+
+def test_labgrid_lab_on_a_port_it_was_given_does_not_move(tmp_path: Path) -> None:
+    with _listening_socket() as taken:
         with pytest.raises(Exception, match=f"labgrid-coordinator exited .*coordinator.log"):
             LabgridLab(tmp_path / "lab", port=taken).start()
