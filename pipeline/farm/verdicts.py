@@ -11,7 +11,13 @@ from typing import Any, Mapping, Optional
 
 # 'busy': a shared-lab (labgrid) place someone else held for the whole wait; not measured, and not
 # an infrastructure failure (the lab works, it was in use).
-STATUSES = ("pass", "regression", "improvement", "no-baseline", "invalid", "busy", "unreachable", "failed")
+# 'unconfirmed': the stored-baseline check suspected a latency regression that the device's A/B
+# confirmation could not settle (baseline bundle gone from device and host, the A/B failed). It is
+# never passed silently: it counts like a regression for the exit code.
+STATUSES = ("pass", "regression", "unconfirmed", "improvement", "no-baseline", "invalid", "busy", "unreachable", "failed")
+#: confirmation statuses: the A/B agreed, disagreed, could not run, ran but was not comparable
+#: (throttled between blocks), or was not needed (no suspicion)
+CONFIRMATION_STATUSES = ("confirmed", "not-confirmed", "unavailable", "invalid", "skipped")
 #: float slack for threshold comparisons (0.900 - 0.895 is not exactly 0.005)
 THRESHOLD_SLACK = 1e-9
 
@@ -76,6 +82,26 @@ class MemoryCheck:
 
 
 @dataclass
+class ConfirmationCheck:
+    """The interleaved A/B on the device (baseline A, candidate B, one agent session), run only when
+    the stored-baseline comparison suspected a latency regression."""
+
+    status: str  # one of CONFIRMATION_STATUSES
+    ratio: Optional[float] = None  # median over pairs of p50(B block) / p50(A block)
+    pairs: int = 0
+    pairs_slower: int = 0
+    p_sign: Optional[float] = None  # one-sided sign test: B slower than A in more pairs than chance
+    threshold: Optional[float] = None
+    alpha: Optional[float] = None
+    baseline_p50: Optional[float] = None  # over all A samples of the session
+    candidate_p50: Optional[float] = None
+    throttled: bool = False
+    reason: str = ""
+    seconds: Optional[float] = None  # device time the A/B took
+    baseline_source: Optional[str] = None  # 'device' (a kept release) | 'uploaded' (from the host cache)
+
+
+@dataclass
 class Verdict:
     """The outcome for one (device, profile) of a run."""
 
@@ -98,6 +124,10 @@ class Verdict:
     latency: Optional[LatencyCheck] = None
     accuracy: Optional[AccuracyCheck] = None
     memory: Optional[MemoryCheck] = None
+    confirmation: Optional[ConfirmationCheck] = None
+    policy: dict[str, Any] = field(default_factory=dict)  # the regression Policy that decided this
+    change_points: list[dict[str, Any]] = field(default_factory=list)  # {index, result_id, run_id, before, after, ratio}
+    trend: Optional[str] = None  # why the history could not be analysed, or what the latest step is
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,8 +136,10 @@ class Verdict:
         """Which of latency, accuracy (top-1), agreement and memory regressed, in that order: a run
         flagged only for memory must say so, not just "regression"."""
         metrics = []
-        if self.latency is not None and self.latency.status == "regression":
+        if self.latency_regressed:
             metrics.append("latency")
+        if self.trend_regressed:
+            metrics.append("latency-trend")
         if self.accuracy is not None and self.accuracy.top1_regressed:
             metrics.append("accuracy")
         if self.accuracy is not None and self.accuracy.agreement_regressed:
@@ -116,11 +148,23 @@ class Verdict:
             metrics.append("memory")
         return metrics
 
+    @property
+    def latency_regressed(self) -> bool:
+        """A/B confirmation decides when one ran; without one, the stored-baseline comparison does."""
+        if self.confirmation is not None and self.confirmation.status != "skipped":
+            return self.confirmation.status == "confirmed"
+        return self.latency is not None and self.latency.status == "regression"
+
+    @property
+    def trend_regressed(self) -> bool:
+        """The latest change point of this device's history raised latency and ends at this result."""
+        return any(cp.get("flagged") for cp in self.change_points)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Verdict":
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        for name, kind in (("latency", LatencyCheck), ("accuracy", AccuracyCheck), ("memory", MemoryCheck)):
+        for name, kind in (("latency", LatencyCheck), ("accuracy", AccuracyCheck), ("memory", MemoryCheck), ("confirmation", ConfirmationCheck)):
             if isinstance(values.get(name), Mapping):
                 sub = {f.name for f in fields(kind)}
                 values[name] = kind(**{k: v for k, v in values[name].items() if k in sub})
