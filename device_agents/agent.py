@@ -15,6 +15,9 @@ The command interface, exit codes and the profile record are fixed by ``device_a
     agent.py profile BUNDLE_DIR --target NAME [--threads N] [--runs N] [--min-seconds S]
                      [--warmup N] [--runtime auto|ai_edge_litert|tflite_runtime|tensorflow|onnxruntime]
                      [--emulated] [--benchmark-model PATH|auto] [--output FILE]
+    agent.py ab BUNDLE_A BUNDLE_B --target NAME [--blocks N] [--runs-per-block N]
+                [--min-block-seconds S] [--warmup N] [--threads N] [--runtime ...] [--emulated]
+                [--output FILE]
     agent.py parse-benchmark FILE
 
 Every command prints one JSON document on stdout (or writes it atomically to ``--output``); a
@@ -1398,6 +1401,24 @@ def check_input_shape(images, preprocessing, input_detail):
         )
 
 
+def load_model(np, runtime_name, interpreter_class, model_path, threads, images, preprocessing, warnings):
+    """Build the interpreter and feed-ready inputs: ``(interpreter, init_ms, threads_used, delegate,
+    input_detail, output_detail, inputs)``, one [1, H, W, C] array per eval image."""
+    if runtime_name == "onnxruntime":
+        interpreter, init_ms, threads_used, delegate = create_onnx_interpreter(interpreter_class, model_path, threads)
+    else:
+        interpreter, init_ms, threads_used, delegate = create_interpreter(interpreter_class, model_path, threads, warnings)
+    input_details = interpreter.get_input_details()
+    output_details = interpreter.get_output_details()
+    if len(input_details) != 1 or len(output_details) < 1:
+        raise AgentError("Expected a model with one input and an output, got %d inputs." % len(input_details), kind="model")
+    input_detail, output_detail = input_details[0], output_details[0]
+    check_input_shape(images, preprocessing, input_detail)
+    prepared = preprocess(np, images, preprocessing, input_detail)
+    inputs = [np.ascontiguousarray(prepared[i : i + 1]) for i in range(len(prepared))]
+    return interpreter, init_ms, threads_used, delegate, input_detail, output_detail, inputs
+
+
 def timed_invoke(interpreter):
     start = time.perf_counter()
     interpreter.invoke()
@@ -1405,21 +1426,33 @@ def timed_invoke(interpreter):
 
 
 def measure_latency(interpreter, input_index, inputs, warmup, runs, min_seconds):
-    """First invoke, ``warmup`` untimed invokes, then timed invokes until both ``runs`` samples and
-    ``min_seconds`` have passed. Images rotate so caches see realistic inputs; GC is paused so a
-    collection cannot land in a sample."""
+    """First invoke, ``warmup`` untimed invokes, then :func:`timed_samples`. Images rotate so
+    caches see realistic inputs."""
+    first = warm_up(interpreter, input_index, inputs, warmup)
+    return first, timed_samples(interpreter, input_index, inputs, runs, min_seconds)
+
+
+def warm_up(interpreter, input_index, inputs, warmup):
+    """The first invoke (timed: it is often much slower) and ``warmup`` untimed ones; returns ms."""
     count = len(inputs)
     interpreter.set_tensor(input_index, inputs[0])
     first = timed_invoke(interpreter)
     for i in range(warmup):
         interpreter.set_tensor(input_index, inputs[(i + 1) % count])
         interpreter.invoke()
+    return first
+
+
+def timed_samples(interpreter, input_index, inputs, runs, min_seconds, offset=0):
+    """Timed invokes (ms) until both ``runs`` samples and ``min_seconds`` have passed, cycling
+    through ``inputs`` from ``offset``; GC is paused so a collection cannot land in a sample."""
+    count = len(inputs)
     samples = []
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         start = time.perf_counter()
-        i = 0
+        i = offset
         while len(samples) < runs or time.perf_counter() - start < min_seconds:
             interpreter.set_tensor(input_index, inputs[i % count])
             samples.append(timed_invoke(interpreter))
@@ -1427,7 +1460,7 @@ def measure_latency(interpreter, input_index, inputs, warmup, runs, min_seconds)
     finally:
         if gc_was_enabled:
             gc.enable()
-    return first, samples
+    return samples
 
 
 def evaluate(np, interpreter, input_index, output_index, inputs, labels, host):
@@ -1648,6 +1681,11 @@ def utc_now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def runtime_info(np, name, version, threads, threads_used):
+    """The ``runtime`` object of a record: what measured, and with how many threads."""
+    return {"name": name, "version": version, "numpy": np.__version__, "threads_requested": threads, "threads_used": threads_used}
+
+
 def cmd_doctor(args):
     if args.prefer:
         order = tuple(name.strip() for name in args.prefer.split(",") if name.strip())
@@ -1705,22 +1743,29 @@ def cmd_parse_benchmark(args):
         raise AgentError("%s: %s" % (args.file, exc), kind="parse")
 
 
+def choose_runtime(args, manifests, warnings):
+    """``--runtime`` (onnxruntime only if every bundle ships an ONNX model), ``--threads`` and the
+    ``--emulated`` warning, shared by profile and ab: ``(name, version, interpreter class, threads)``."""
+    choice = args.runtime
+    if choice == "onnxruntime" and not all(onnx_model_file(m) for m in manifests):
+        warnings.append("--runtime onnxruntime, but the bundle ships no ONNX model; profiled model.tflite with a TFLite runtime.")
+        choice = "auto"
+    name, version, interpreter_class = load_runtime(choice)
+    threads = args.threads if args.threads is not None else (os.cpu_count() or 1)
+    if args.emulated:
+        warnings.append("Measured under emulation (--emulated): latencies do not represent the real device.")
+    return name, version, interpreter_class, threads
+
+
 def cmd_profile(args):
     """Verify, load, measure, evaluate; the record layout is fixed by the README."""
     started_at = utc_now()
     warnings = []
     manifest = verify_bundle(args.bundle)
     onnx_model = onnx_model_file(manifest)
-    choice = args.runtime
-    if choice == "onnxruntime" and onnx_model is None:
-        warnings.append("--runtime onnxruntime, but the bundle ships no ONNX model; profiled model.tflite with a TFLite runtime.")
-        choice = "auto"
-    runtime_name, runtime_version, interpreter_class = load_runtime(choice)
+    runtime_name, runtime_version, interpreter_class, threads = choose_runtime(args, [manifest], warnings)
     import numpy as np
 
-    threads = args.threads if args.threads is not None else (os.cpu_count() or 1)
-    if args.emulated:
-        warnings.append("Measured under emulation (--emulated): latencies do not represent the real device.")
     preprocessing = manifest.get("preprocessing") or {}
     images, labels, host, class_names = load_eval(np, args.bundle, manifest, warnings)
     model_rel = onnx_model if runtime_name == "onnxruntime" else (manifest.get("model") or {}).get("file")
@@ -1728,18 +1773,9 @@ def cmd_profile(args):
 
     gc.collect()
     baseline_rss = current_rss_mb()
-    if runtime_name == "onnxruntime":
-        interpreter, init_ms, threads_used, delegate = create_onnx_interpreter(interpreter_class, model_path, threads)
-    else:
-        interpreter, init_ms, threads_used, delegate = create_interpreter(interpreter_class, model_path, threads, warnings)
-    input_details = interpreter.get_input_details()
-    output_details = interpreter.get_output_details()
-    if len(input_details) != 1 or len(output_details) < 1:
-        raise AgentError("Expected a model with one input and an output, got %d inputs." % len(input_details), kind="model")
-    input_detail, output_detail = input_details[0], output_details[0]
-    check_input_shape(images, preprocessing, input_detail)
-    prepared = preprocess(np, images, preprocessing, input_detail)
-    inputs = [np.ascontiguousarray(prepared[i : i + 1]) for i in range(len(prepared))]
+    interpreter, init_ms, threads_used, delegate, input_detail, output_detail, inputs = load_model(
+        np, runtime_name, interpreter_class, model_path, threads, images, preprocessing, warnings
+    )
     outputs = int(np.prod(output_detail["shape"]))
     if class_names is not None and outputs != len(class_names):
         warnings.append("The model has %d outputs but labels.txt names %d classes." % (outputs, len(class_names)))
@@ -1771,18 +1807,125 @@ def cmd_profile(args):
         "started_at": started_at,
         "finished_at": utc_now(),
         "device": device,
-        "runtime": {
-            "name": runtime_name,
-            "version": runtime_version,
-            "numpy": np.__version__,
-            "threads_requested": threads,
-            "threads_used": threads_used,
-            "delegate": delegate,
-        },
+        "runtime": dict(runtime_info(np, runtime_name, runtime_version, threads, threads_used), delegate=delegate),
         "latency_ms": latency,
         "memory": {"peak_rss_mb": peak_rss, "baseline_rss_mb": baseline_rss},
         "accuracy": accuracy,
         "benchmark_model": benchmark,
+        "warnings": warnings,
+    }
+
+
+# ------------------------------------------------------------------------------------- A/B timing
+
+AB_ARMS = ("a", "b")
+# get_throttled flags that describe the state *now*; the sticky ever_* bits only say "since boot".
+THROTTLING_NOW = ("under_voltage", "frequency_capped", "throttled", "soft_temp_limit")
+
+
+def device_state():
+    """What can change the speed of a block: throttling word, hottest zone, cpu0 frequency."""
+    return {
+        "throttled": safe_probe(throttling),
+        "temperature_c": safe_probe(temperature_c),
+        "frequency_mhz": safe_probe(cpu_frequency_mhz),
+    }
+
+
+def ab_order(blocks):
+    """Pair i runs A then B when i is even, B then A when odd: drift affects both arms alike."""
+    return [(pair, arm) for pair in range(blocks) for arm in (AB_ARMS if pair % 2 == 0 else AB_ARMS[::-1])]
+
+
+def throttle_detail(blocks):
+    """Why the A/B is not clean, or None: a reading with a current throttling flag, or a
+    throttling word that differs from the previous reading (something happened in between)."""
+    findings = []
+    previous = None
+    for index, block in enumerate(blocks):
+        for when in ("before", "after"):
+            state = block[when]["throttled"]
+            if not isinstance(state, dict):
+                continue
+            where = "block %d (pair %d, arm %s), %s" % (index, block["pair"], block["arm"], when)
+            flags = [flag.replace("_", " ") for flag in THROTTLING_NOW if state.get(flag)]
+            if flags:
+                findings.append("%s: %s (get_throttled=%s)" % (where, ", ".join(flags), state.get("raw")))
+            elif previous is not None and state.get("raw") != previous[1]:
+                findings.append("%s: get_throttled changed from %s (%s) to %s" % (where, previous[1], previous[0], state.get("raw")))
+            previous = (where, state.get("raw"))
+    if not findings:
+        return None
+    more = len(findings) - 1
+    return findings[0] + ("; %d more reading%s flagged" % (more, "s" if more > 1 else "") if more else "")
+
+
+def _ab_arm(np, bundle_dir, manifest, runtime_name, interpreter_class, threads, warnings, label):
+    """One arm, ready to time: its interpreter fed its own bundle's eval inputs."""
+    arm_warnings = []
+    images = load_eval(np, bundle_dir, manifest, arm_warnings)[0]
+    model_rel = onnx_model_file(manifest) if runtime_name == "onnxruntime" else (manifest.get("model") or {}).get("file")
+    interpreter, init_ms, threads_used, _delegate, input_detail, _output, inputs = load_model(
+        np, runtime_name, interpreter_class, bundle_file(bundle_dir, manifest, model_rel), threads, images,
+        manifest.get("preprocessing") or {}, arm_warnings,
+    )
+    warnings.extend("%s: %s" % (label, w) for w in arm_warnings)
+    return {
+        "interpreter": interpreter, "index": input_detail["index"], "inputs": inputs, "next": 0,
+        "threads_used": threads_used,
+        "summary": {"bundle_id": manifest["bundle_id"], "profile": manifest.get("profile"), "init_ms": _ms(init_ms)},
+    }
+
+
+def cmd_ab(args):
+    """Interleaved A/B timing of two bundles in one process; the record layout is in the README."""
+    started_at = utc_now()
+    warnings = []
+    manifests = {"a": verify_bundle(args.bundle_a), "b": verify_bundle(args.bundle_b)}
+    runtime_name, runtime_version, interpreter_class, threads = choose_runtime(args, list(manifests.values()), warnings)
+    import numpy as np
+
+    arms = {}
+    for name, bundle in (("a", args.bundle_a), ("b", args.bundle_b)):
+        arms[name] = _ab_arm(np, bundle, manifests[name], runtime_name, interpreter_class, threads, warnings, name.upper())
+    for arm in arms.values():
+        warm_up(arm["interpreter"], arm["index"], arm["inputs"], args.warmup)
+        arm["next"] = args.warmup + 1
+
+    blocks = []
+    for pair, name in ab_order(args.blocks):
+        arm = arms[name]
+        before = device_state()
+        samples = timed_samples(arm["interpreter"], arm["index"], arm["inputs"], args.runs_per_block,
+                                args.min_block_seconds, arm["next"])
+        after = device_state()
+        arm["next"] += len(samples)
+        blocks.append({
+            "pair": pair, "arm": name, "samples": [_ms(s) for s in samples],
+            "p50": _ms(percentile(sorted(samples), 50)), "before": before, "after": after,
+        })
+
+    device = device_fingerprint(args.emulated)
+    if device["governor"] not in (None, "performance"):
+        warnings.append("CPU governor is %r, not 'performance'; latencies may vary with frequency scaling." % device["governor"])
+    readings = [block[when]["throttled"] for block in blocks for when in ("before", "after")]
+    if any(r is None for r in readings) and any(r is not None for r in readings):
+        warnings.append("The throttling state could not be read at %d of %d readings." % (readings.count(None), len(readings)))
+    detail = throttle_detail(blocks)
+    used = {arm["threads_used"] for arm in arms.values()}
+    return {
+        "schema_version": RECORD_SCHEMA_VERSION,
+        "kind": "ab",
+        "target": args.target,
+        "started_at": started_at,
+        "finished_at": utc_now(),
+        "device": device,
+        "runtime": runtime_info(np, runtime_name, runtime_version, threads, used.pop() if len(used) == 1 else None),
+        "a": arms["a"]["summary"],
+        "b": arms["b"]["summary"],
+        "blocks": blocks,
+        "throttled": detail is not None,
+        "throttle_detail": detail,
         "warnings": warnings,
     }
 
@@ -1879,6 +2022,19 @@ def build_parser():
     profile.add_argument("--emulated", action="store_true", help="mark the device as emulated (e.g. qemu-user)")
     profile.add_argument("--benchmark-model", metavar="PATH|auto", default=None,
                          help="also run TFLite's benchmark_model on the same model; 'auto' looks on PATH")
+
+    ab = add("ab", cmd_ab, "time two bundles in interleaved, counterbalanced blocks (ABBA) in one process")
+    ab.add_argument("bundle_a", metavar="BUNDLE_A", help="the baseline release")
+    ab.add_argument("bundle_b", metavar="BUNDLE_B", help="the candidate release")
+    ab.add_argument("--target", required=True, help="target name recorded in the result")
+    ab.add_argument("--blocks", type=_positive_int, default=8, help="pairs of blocks, AB then BA alternately (default 8)")
+    ab.add_argument("--runs-per-block", type=_positive_int, default=30, help="minimum timed invokes per block (default 30)")
+    ab.add_argument("--min-block-seconds", type=_non_negative_float, default=0.2,
+                    help="minimum timed seconds per block (default 0.2)")
+    ab.add_argument("--warmup", type=_non_negative_int, default=5, help="untimed invokes per model after the first (default 5)")
+    ab.add_argument("--threads", type=_positive_int, default=None, help="interpreter threads for both (default: all cores)")
+    ab.add_argument("--runtime", choices=runtime_choices, default="auto", help="one runtime for both models")
+    ab.add_argument("--emulated", action="store_true", help="mark the device as emulated (e.g. qemu-user)")
 
     parse = add("parse-benchmark", cmd_parse_benchmark, "parse saved benchmark_model output (either format)")
     parse.add_argument("file", metavar="FILE", help="saved output, or - for stdin")
