@@ -21,17 +21,28 @@ from pipeline.paths import results_dir
 from pipeline.reports import plots
 from pipeline.reports.junit import junit_xml, verdict_details
 from pipeline.reports.markdown import EMULATED_LABEL, EXIT_MEANINGS, summary_markdown
+from pipeline.reports.verdict_text import (
+    baseline_source_text,
+    change_point_text,
+    distinct_policies,
+    failed_metrics,
+    flat_policy,
+)
 
 TREND_RUNS = 30
-_CSS = """
+#: status colours shared with the index page; 'unconfirmed' is styled as the failure it is
+STATUS_CSS = """
+.status { font-weight: 600; white-space: nowrap; } .pass { color: #2e7d32; } .improvement { color: #1565c0; }
+.regression { color: #c62828; } .unconfirmed { color: #ad1457; } .no-baseline, .busy { color: #757575; }
+.invalid { color: #ef6c00; } .unreachable, .failed { color: #6a1b9a; } .metric { font-weight: 400; font-size: .85em; }
+"""
+_CSS = STATUS_CSS + """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em; color: #212121; }
 h1 { font-size: 1.5em; margin-bottom: .2em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
 .facts { color: #616161; } .headline { font-size: 1.1em; font-weight: 600; }
 table { border-collapse: collapse; margin: .6em 0; } th, td { border: 1px solid #e0e0e0; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #fafafa; } td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.status { font-weight: 600; white-space: nowrap; } .pass { color: #2e7d32; } .improvement { color: #1565c0; }
-.regression { color: #c62828; } .no-baseline { color: #757575; } .invalid { color: #ef6c00; }
-.unreachable, .failed { color: #6a1b9a; } .emulated { color: #ef6c00; font-size: .85em; }
+.emulated { color: #ef6c00; font-size: .85em; } details { margin: .6em 0; } summary { cursor: pointer; }
 ul.reasons { margin: 0; padding-left: 1.1em; } .notes { color: #757575; font-size: .85em; }
 img { max-width: 100%; border: 1px solid #eeeeee; margin: .4em 0; }
 """
@@ -41,13 +52,78 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
+escape = _e
+
+
+def status_cell(v: Verdict, tag: str = "td") -> str:
+    """The status, coloured, with the metric(s) a failing verdict failed on underneath."""
+    metrics = failed_metrics(v)
+    extra = f'<br><span class="metric">{_e(", ".join(metrics))}</span>' if metrics else ""
+    return f'<{tag} class="status {_e(v.status)}">{_e(v.status)}{extra}</{tag}>'
+
+
+def table(header: Sequence[str], rows: Sequence[str]) -> str:
+    """A table from header labels and ready-made ``<tr>`` rows."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+
+
+def _confirmation_rows(verdicts: Sequence[Verdict]) -> list[str]:
+    """Stored-baseline comparison next to the device's A/B, for every verdict that ran one."""
+    rows = []
+    for v in verdicts:
+        c, lat = v.confirmation, v.latency
+        if c is None or c.status == "skipped":
+            continue
+        rows.append("<tr>" + "".join([
+            f"<td>{_e(v.device)}</td>",
+            status_cell(v),
+            f'<td class="num">{fmt.ratio(lat.ratio if lat else None)}'
+            + (f"<br>{lat.ci_low:.3f}–{lat.ci_high:.3f}" if lat and lat.ci_low is not None else "") + "</td>",
+            f'<td class="num">{fmt.number(lat.p_slower if lat else None, ".2g")}</td>',
+            f'<td class="status {_e(c.status)}">{_e(c.status)}</td>',
+            f'<td class="num">{fmt.ratio(c.ratio)}</td>',
+            f'<td class="num">{c.pairs_slower}/{c.pairs}</td>',
+            f'<td class="num">{fmt.number(c.p_sign, ".2g")}</td>',
+            f"<td>{'yes' if c.throttled else 'no'}</td>",
+            f"<td>{_e(baseline_source_text(c.baseline_source)) if c.baseline_source else fmt.MISSING}</td>",
+            f'<td class="num">{fmt.number(c.seconds, ".1f")}</td>',
+            f"<td>{_e(c.reason)}</td>",
+        ]) + "</tr>")
+    return rows
+
+
+def _change_point_rows(verdicts: Sequence[Verdict]) -> list[str]:
+    rows = []
+    for v in verdicts:
+        for cp in v.change_points:
+            cls = "regression" if cp.get("flagged") else ""
+            rows.append(f'<tr><td>{_e(v.device)}</td><td>{_e(v.profile_name or "unknown")}</td>'
+                        f'<td class="{cls}">{_e(change_point_text(cp))}</td></tr>')
+        if v.trend:
+            rows.append(f'<tr><td>{_e(v.device)}</td><td>{_e(v.profile_name or "unknown")}</td>'
+                        f'<td class="notes">{_e(v.trend)}</td></tr>')
+    return rows
+
+
+def policy_details(verdicts: Sequence[Verdict]) -> str:
+    """A collapsed block per distinct regression policy, with the devices it decided."""
+    parts = []
+    groups = distinct_policies(verdicts)
+    for policy, devices in groups:
+        rows = [f'<tr><td>{_e(k)}</td><td class="num">{_e(val)}</td></tr>' for k, val in flat_policy(policy)]
+        who = "" if len(groups) == 1 else f" for {', '.join(devices)}"
+        parts.append(f"<details><summary>Regression policy{_e(who)}</summary>{table(['setting', 'value'], rows)}</details>")
+    return "\n".join(parts)
+
+
 def _row(v: Verdict) -> str:
     lat, acc, mem = v.latency, v.accuracy, v.memory
     device = _e(v.device) + (f'<br><span class="emulated">{_e(EMULATED_LABEL)}</span>' if v.emulated else "")
     cells = [
         f"<td>{device}</td>",
         f"<td>{_e(v.profile_name or 'unknown')}</td>",
-        f'<td class="status {_e(v.status)}">{_e(v.status)}</td>',
+        status_cell(v),
         f'<td class="num">{fmt.number(v.p50)}</td>',
         f'<td class="num">{fmt.number(lat.baseline_p50 if lat else None)}</td>',
         f'<td class="num">{fmt.number(lat.ratio if lat else None)}'
@@ -106,17 +182,28 @@ def render_html(
     if verdicts:
         header = ["device", "profile", "status", "p50 ms", "baseline p50", "ratio / 95% CI", "p (slower)",
                   "threshold", "top-1 / Δ pts", "agreement", "peak RSS MB / Δ", "reasons"]
-        parts.append("<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr></thead><tbody>")
-        parts.extend(_row(v) for v in sorted(verdicts, key=lambda v: (v.profile_name or "", v.device)))
-        parts.append("</tbody></table>")
+        parts.append(table(header, [_row(v) for v in sorted(verdicts, key=lambda v: (v.profile_name or "", v.device))]))
     else:
         parts.append("<p>This run recorded no results.</p>")
+    confirmations = _confirmation_rows(verdicts)
+    if confirmations:
+        parts.append("<h2>Latency: stored baseline vs A/B confirmation</h2>")
+        parts.append(table(["device", "verdict", "stored: ratio / 95% CI", "stored: p (slower)", "A/B", "paired ratio",
+                            "pairs slower", "sign-test p", "throttled", "baseline bundle", "device s", "reason"],
+                           confirmations))
+    steps = _change_point_rows(verdicts)
+    if steps:
+        parts.append("<h2>Change points in the nightly history</h2>")
+        parts.append(table(["device", "profile", "change point"], steps))
+    policy = policy_details(verdicts)
+    if policy:
+        parts.append(policy)
     if images:
         parts.append("<h2>Plots</h2>")
         for caption, png in images.items():
             data = base64.b64encode(png).decode("ascii")
             parts.append(f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{data}"><figcaption>{_e(caption)}</figcaption></figure>')
-    details = [(v, verdict_details(v)) for v in verdicts]
+    details = [(v, verdict_details(v, with_policy=False)) for v in verdicts]
     if any(d for _, d in details):
         parts.append("<h2>Details</h2>")
         for v, text in details:

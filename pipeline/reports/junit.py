@@ -1,6 +1,7 @@
 """JUnit XML for CI: one <testcase> per device x profile of a farm run.
 
-classname = build profile, name = device. A regression is a <failure>, an unreachable or failed
+classname = build profile, name = device. A regression, and an unconfirmed latency suspicion (the
+A/B could not settle it), is a <failure> whose message names the metric; an unreachable or failed
 device an <error>, a result without baseline, with an invalid (throttled) measurement or on a busy
 labgrid place is <skipped>; passes and improvements carry their numbers in <system-out>.
 """
@@ -14,6 +15,7 @@ from typing import Optional, Sequence
 
 from pipeline.farm.regression import Verdict, summarize
 from pipeline.farm.rows import Run
+from pipeline.reports.verdict_text import FAILING, change_point_text, confirmation_text, failed_metrics, policy_text
 
 # Characters XML 1.0 cannot carry at all (control characters other than tab, LF, CR).
 _INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -23,19 +25,25 @@ def _clean(text: object) -> str:
     return _INVALID_XML.sub("\ufffd", str(text))
 
 
-def verdict_details(verdict: Verdict) -> str:
-    """The numbers behind a verdict, one per line (shared with the failure body and system-out)."""
+def verdict_details(verdict: Verdict, *, with_policy: bool = True) -> str:
+    """The numbers behind a verdict, one per line (shared with the failure body and system-out):
+    the stored-baseline comparison, the A/B confirmation, change points, the other metrics, the policy."""
     lines = []
     lat = verdict.latency
     if lat is not None and lat.ratio is not None:
         lines.append(
-            f"latency: p50 {lat.candidate_p50:.3f} ms vs baseline {lat.baseline_p50:.3f} ms, ratio {lat.ratio:.3f} "
+            f"latency vs stored baseline: p50 {lat.candidate_p50:.3f} ms vs baseline {lat.baseline_p50:.3f} ms, ratio {lat.ratio:.3f} "
             f"(CI {lat.ci_low:.3f}-{lat.ci_high:.3f}), Mann-Whitney p(slower)={lat.p_slower:.3g}, "
             f"threshold {lat.threshold * 100:.1f}% (min effect {lat.min_effect * 100:.1f}%"
             + (f", noise floor {lat.noise_floor * 100:.1f}%" if lat.noise_floor else "") + f"), alpha {lat.alpha}"
         )
     elif verdict.p50 is not None:
         lines.append(f"latency: p50 {verdict.p50:.3f} ms")
+    if verdict.confirmation is not None:
+        lines.append(confirmation_text(verdict.confirmation))
+    lines.extend(f"latency trend: {change_point_text(cp)}" for cp in verdict.change_points)
+    if verdict.trend:
+        lines.append(f"latency trend: {verdict.trend}")
     acc = verdict.accuracy
     if acc is not None and acc.top1_delta is not None:
         lines.append(f"top-1: {acc.candidate_top1 * 100:.2f}% vs {acc.baseline_top1 * 100:.2f}% ({acc.top1_delta * 100:+.2f} points)")
@@ -57,6 +65,8 @@ def verdict_details(verdict: Verdict) -> str:
     if verdict.emulated:
         lines.append("emulated device: latency not comparable to hardware")
     lines.extend(f"note: {n}" for n in verdict.notes)
+    if with_policy and verdict.policy:
+        lines.append(f"policy: {policy_text(verdict.policy)}")
     return "\n".join(lines)
 
 
@@ -70,7 +80,7 @@ def junit_xml(verdicts: Sequence[Verdict], *, run: Optional[Run] = None, suite_n
         "testsuite",
         name=_clean(name),
         tests=str(summary.total),
-        failures=str(counts["regression"]),
+        failures=str(sum(counts.get(s, 0) for s in FAILING)),
         errors=str(counts["unreachable"] + counts["failed"]),
         skipped=str(counts["no-baseline"] + counts["invalid"] + counts["busy"]),
         time="0",
@@ -92,8 +102,13 @@ def junit_xml(verdicts: Sequence[Verdict], *, run: Optional[Run] = None, suite_n
         message = verdict.reasons[0] if verdict.reasons else verdict.status
         details = verdict_details(verdict)
         body = "\n".join(verdict.reasons + ([details] if details else []))
-        if verdict.status == "regression":
-            ET.SubElement(case, "failure", message=_clean(message), type="regression").text = _clean(body)
+        if verdict.status in FAILING:
+            metrics = ", ".join(failed_metrics(verdict)) or "unknown metric"
+            if verdict.status == "unconfirmed" and verdict.confirmation is not None and verdict.confirmation.reason:
+                message = verdict.confirmation.reason
+            ET.SubElement(
+                case, "failure", message=_clean(f"{verdict.status} ({metrics}): {message}"), type=verdict.status
+            ).text = _clean(body)
         elif verdict.status in ("unreachable", "failed"):
             ET.SubElement(case, "error", message=_clean(message), type=verdict.status).text = _clean(body)
         elif verdict.status in ("no-baseline", "invalid", "busy"):

@@ -9,11 +9,13 @@ from typing import Optional, Sequence
 from pipeline import formatting as fmt
 from pipeline.farm.regression import Verdict, summarize
 from pipeline.farm.rows import Run
+from pipeline.reports.verdict_text import FAILING, change_point_text, confirmation_text, failed_metrics, policy_text
 
 STATUS_LABELS = {
     "pass": "✅ pass",
     "improvement": "✨ improvement",
     "regression": "❌ regression",
+    "unconfirmed": "⛔ unconfirmed",
     "no-baseline": "➖ no baseline",
     "invalid": "⚠️ invalid",
     "busy": "⏳ busy",
@@ -58,6 +60,25 @@ def _rss_cell(v: Verdict) -> str:
     return cell
 
 
+def _status_cell(v: Verdict) -> str:
+    label = STATUS_LABELS.get(v.status, md_escape(v.status))
+    metrics = failed_metrics(v)
+    return f"{label} ({md_escape(', '.join(metrics))})" if metrics else label
+
+
+def _ab_cell(v: Verdict) -> str:
+    """The A/B confirmation in a table cell: status, paired ratio, pairs slower / pairs."""
+    c = v.confirmation
+    if c is None or c.status == "skipped":
+        return fmt.MISSING
+    cell = md_escape(c.status)
+    if c.ratio is not None:
+        cell += f" {fmt.ratio(c.ratio)}"
+    if c.pairs:
+        cell += f" ({c.pairs_slower}/{c.pairs} slower)"
+    return cell
+
+
 def summary_markdown(verdicts: Sequence[Verdict], *, run: Optional[Run] = None, title: str = "edgeship farm") -> str:
     summary = summarize(verdicts)
     heading = f"### {md_escape(title)}" + (f" — run {run.id}" if run is not None else "")
@@ -82,18 +103,29 @@ def summary_markdown(verdicts: Sequence[Verdict], *, run: Optional[Run] = None, 
             "",
             f"**profile {md_escape(profile)}**",
             "",
-            "| device | status | p50 ms (vs baseline) | ratio (95% CI) | top-1 (Δ pts) | peak RSS MB (Δ) |",
-            "|---|---|---|---|---|---|",
+            "| device | status | p50 ms (vs baseline) | ratio (95% CI) | A/B | top-1 (Δ pts) | peak RSS MB (Δ) |",
+            "|---|---|---|---|---|---|---|",
         ]
         for v in sorted(items, key=lambda v: v.device):
             device = md_escape(v.device) + (f" *({EMULATED_LABEL})*" if v.emulated else "")
             p50, ratio = _latency_cells(v)
             lines.append(
-                f"| {device} | {STATUS_LABELS.get(v.status, md_escape(v.status))} | {p50} | {ratio} | {_top1_cell(v)} | {_rss_cell(v)} |"
+                f"| {device} | {_status_cell(v)} | {p50} | {ratio} | {_ab_cell(v)} | {_top1_cell(v)} | {_rss_cell(v)} |"
             )
-    attention = [v for v in verdicts if v.status not in ("pass",) and v.reasons]
+    attention = [v for v in verdicts if v.status != "pass" and v.reasons or v.change_points or v.trend
+                 or (v.confirmation is not None and v.confirmation.status != "skipped")]
     if attention:
         lines += ["", "**Details**", ""]
-        for v in sorted(attention, key=lambda v: (v.status != "regression", v.device)):
-            lines.append(f"- **{md_escape(v.device)}** / {md_escape(v.profile_name or 'unknown')}: " + "; ".join(md_escape(r) for r in v.reasons))
+        for v in sorted(attention, key=lambda v: (v.status not in FAILING, v.device)):
+            facts = list(v.reasons)
+            if v.confirmation is not None and v.confirmation.status != "skipped":
+                facts.append(confirmation_text(v.confirmation))
+            facts += [f"latency trend: {change_point_text(cp)}" for cp in v.change_points]
+            facts += [f"latency trend: {v.trend}"] if v.trend else []
+            lines.append(f"- **{md_escape(v.device)}** / {md_escape(v.profile_name or 'unknown')}: " + "; ".join(md_escape(f) for f in facts))
+    policies = {policy_text(v.policy) for v in verdicts if v.policy}
+    if policies:
+        lines += ["", "<details><summary>regression policy</summary>", ""]
+        lines += [f"- {md_escape(p)}" for p in sorted(policies)]
+        lines += ["", "</details>"]
     return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ STATUS_COLOURS = {
     "regression": "#c62828",
     "no-baseline": "#757575",
     "invalid": "#ef6c00",
+    "unconfirmed": "#ad1457",
     "busy": "#757575",
     "unreachable": "#6a1b9a",
     "failed": "#6a1b9a",
@@ -41,6 +42,14 @@ class LatencySeries:
 class TrendPoint:
     run_id: int
     p50: float
+
+
+@dataclass(frozen=True)
+class StepMark:
+    """A change point on a trend: the run where the new level began, and after/before."""
+
+    run_id: int
+    ratio: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +154,53 @@ def trend_png(trends: Mapping[str, Sequence[TrendPoint]], *, title: str = "p50 l
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best", ncol=2 if len(trends) > 6 else 1)
+    return png_bytes(fig)
+
+
+def step_label(mark: StepMark) -> str:
+    """``run 41 ×1.12``: what a change point's line says on a trend plot."""
+    return f"run {mark.run_id}" + (f" ×{mark.ratio:.2f}" if mark.ratio is not None else "")
+
+
+def device_trend_png(
+    points: Sequence[TrendPoint],
+    steps: Sequence[StepMark] = (),
+    *,
+    title: str = "p50 latency per night",
+    status_colour: str = "#1565c0",
+    message: Optional[str] = None,
+) -> bytes:
+    """One device's nightly p50 (x: run id) with a dashed vertical line at each change point,
+    labelled with the run where the step began and its ratio (red: slower, blue: faster).
+    ``message`` (the detector's, when it could not analyse the series) is written into the plot."""
+    if not points:
+        return placeholder_png(title, message or "no data")
+    fig = new_figure(6.2, 2.5)
+    ax = fig.add_subplot()
+    xs = [p.run_id for p in points]
+    ys = [p.p50 for p in points]
+    ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, color=status_colour)
+    top = max(ys)
+    for i, mark in enumerate(steps):
+        slower = mark.ratio is None or mark.ratio >= 1
+        colour = STATUS_COLOURS["regression"] if slower else STATUS_COLOURS["improvement"]
+        ax.axvline(mark.run_id, color=colour, linestyle="--", linewidth=1.1, alpha=0.85)
+        ax.annotate(step_label(mark), (mark.run_id, top), xytext=(3, -10 - 11 * (i % 3)), textcoords="offset points",
+                    fontsize=7.5, color=colour, ha="left", va="top",
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+    if message:
+        ax.text(0.01, 0.03, shorten(message, 90), transform=ax.transAxes, fontsize=7, color="#757575", va="bottom")
+    low = min(ys)
+    pad = max((top - low) * 0.25, top * 0.02)
+    ax.set_ylim(low - pad, top + pad * 1.6)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("run id", fontsize=8)
+    ax.set_ylabel("p50 (ms)", fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.set_title(title, fontsize=9.5)
+    ax.grid(alpha=0.3)
     return png_bytes(fig)
 
 

@@ -50,7 +50,7 @@ def test_junit_is_valid_xml_with_one_case_per_device(farm) -> None:
     assert {c.get("classname") for c in cases.values()} == {"default"}
 
     failure = cases["rpi4-a"].find("failure")
-    assert failure is not None and failure.get("message").startswith("latency regression")
+    assert failure is not None and failure.get("message").startswith("regression (latency, accuracy): latency regression")
     assert "accuracy regression" in failure.text and re.search(r"ratio 1\.1\d\d \(CI 1\.\d+-1\.\d+\)", failure.text)
 
     error = cases["rpi4-b"].find("error")
@@ -80,10 +80,10 @@ def test_markdown_summary(farm) -> None:
     assert "**1 pass, 1 regression (latency, accuracy), 1 no-baseline, 1 invalid, 1 unreachable** of 5 → exit 1 (regression)" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| device")]
     assert len(rows) == 5
-    for row in rows:  # escaped pipes keep every row at 6 columns
-        assert len(re.findall(r"(?<!\\)\|", row)) == 7, row
+    for row in rows:  # escaped pipes keep every row at 7 columns
+        assert len(re.findall(r"(?<!\\)\|", row)) == 8, row
     regression = next(r for r in rows if r.startswith("| rpi4-a |"))
-    assert re.search(r"❌ regression \| 14\.\d vs 12\.\d \| ×1\.1\d\d \(1\.\d\d–1\.\d\d\) \| 86\.00% \(-1\.00\)", regression)
+    assert re.search(r"❌ regression \(latency, accuracy\) \| 14\.\d vs 12\.\d \| ×1\.1\d\d \(1\.\d\d–1\.\d\d\) \| – \| 86\.00% \(-1\.00\)", regression)
     qemu = next(r for r in rows if r.startswith("| qemu-pi"))
     assert EMULATED_LABEL in qemu and "✅ pass" in qemu
     assert all(EMULATED_LABEL not in r for r in rows if r is not qemu)
