@@ -186,6 +186,29 @@ def deploy(
     )
 
 
+def stage_release(
+    target: TargetConfig,
+    bundle: Path | PreparedBundle,
+    *,
+    transport: Transport,
+    step: Optional[StepCallback] = None,
+) -> bool:
+    """Put ``bundle`` under ``releases/`` without activating it or pruning anything (an A/B needs an
+    old baseline next to the active release); True if it was uploaded, False if it was already
+    there and verifies. The caller holds the device lock, as ``ab_profile`` does."""
+    say = step or (lambda message: log.info("%s", message))
+    prepared = bundle if isinstance(bundle, PreparedBundle) else prepare_bundle(bundle)
+    layout = Layout(transport)
+    transport.run(["mkdir", "-p", layout.releases])
+    agent = Agent(target, transport)
+    state = read_state(transport)
+    if prepared.bundle_id in state.releases and _already_installed(agent, layout, prepared.bundle_id, say):
+        return False
+    _upload_and_install(target, agent, layout, prepared, state, None, say)
+    say(f"staged {prepared.bundle_id} (not activated)")
+    return True
+
+
 def _already_installed(agent: Agent, layout: Layout, bundle_id: str, say: StepCallback) -> bool:
     """A release of this id on the device counts only if the agent verifies it there."""
     try:
