@@ -177,3 +177,30 @@ class BaselineQueries(SQLiteStore):
     def saved_verdicts(self, run_id: int) -> list[dict[str, Any]]:
         rows = self._read("SELECT verdict FROM verdicts WHERE run_id = ? ORDER BY result_id", (run_id,))
         return [json.loads(r[0]) for r in rows]
+
+    # -- confirmations ------------------------------------------------------------------------
+
+    def save_confirmation(self, result_id: int, check: Mapping[str, Any], record: Optional[Mapping[str, Any]] = None) -> None:
+        """Store a result's A/B confirmation (the check and the agent's whole record), replacing any."""
+        with self._write() as conn:
+            insert_confirmation(conn, result_id, check, record)
+
+    def get_confirmation(self, result_id: int) -> Optional[dict[str, Any]]:
+        """The saved ConfirmationCheck dict of a result, or None when no A/B ran for it."""
+        rows = self._read("SELECT check_json FROM confirmations WHERE result_id = ?", (result_id,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def get_confirmation_record(self, result_id: int) -> Optional[dict[str, Any]]:
+        rows = self._read("SELECT record FROM confirmations WHERE result_id = ?", (result_id,))
+        return json.loads(rows[0][0]) if rows and rows[0][0] else None
+
+
+def insert_confirmation(conn: sqlite3.Connection, result_id: int, check: Mapping[str, Any], record: Optional[Mapping[str, Any]]) -> None:
+    """One row of ``confirmations``, in the caller's transaction (record_result writes it with its result)."""
+    conn.execute(
+        "INSERT OR REPLACE INTO confirmations (result_id, status, check_json, record, created) VALUES (?, ?, ?, ?, ?)",
+        (
+            result_id, check["status"], json.dumps(dict(check), sort_keys=True, default=str),
+            json.dumps(dict(record), sort_keys=True, default=str) if record is not None else None, utc_now(),
+        ),
+    )

@@ -5,6 +5,7 @@ name: lab-2
 concurrency: 8            # devices profiled in parallel
 timeout: 900              # seconds one device may take (deploy + profile), per attempt
 retries: 1                # extra attempts for a device that failed
+regression: {min_effect: 0.05, confirm: true}   # regression policy, see pipeline/farm/policy.py
 profile: default          # build profile, unless a device names its own (else the target's default_profile)
 defaults: {user: ci, key_file: ~/.ssh/farm_ed25519}          # every device (ssh targets)
 groups:
@@ -62,6 +63,7 @@ from pipeline.farm.inventory_layers import (
     layer_target,
 )
 from pipeline.farm.labgrid_spec import LabgridPlace, LabgridSettings
+from pipeline.farm.policy import Policy, RegressionSettings
 from pipeline.paths import builtin_targets_dir
 
 # Used with fullmatch: "^...$" would let a trailing newline through.
@@ -110,6 +112,7 @@ class Inventory(Strict):
     retries: int = Field(1, ge=0, le=10)
     profile: Optional[str] = Field(None, description="build profile for every device; else each target's default_profile")
     labgrid: Optional[LabgridSettings] = None
+    regression: RegressionSettings = Field(RegressionSettings(), description="regression policy (pipeline.farm.policy)")
     defaults: Overrides = Field(Overrides(), description="settings of every device, under its groups' and its own")
     groups: dict[str, Overrides] = Field(default_factory=dict)
     devices: tuple[DeviceEntry, ...]
@@ -182,6 +185,11 @@ class LoadedInventory:
     path: Path
     inventory: Inventory
     devices: tuple[FarmDevice, ...]
+
+    @property
+    def policy(self) -> Policy:
+        """The regression policy: the defaults, overridden by the inventory's ``regression:`` section."""
+        return self.inventory.regression.to_policy()
 
     def select(self, tags: Sequence[str] = ()) -> list[FarmDevice]:
         """Devices carrying any of ``tags`` (or whose name is one); all devices when none are given."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from pipeline.farm.inventory import load_inventory
-from pipeline.farm.regression import DEFAULT_POLICY, Policy, RunSummary, Verdict, check_run, summarize
+from pipeline.farm.regression import Policy, RunSummary, Verdict, check_run, summarize
 from pipeline.farm.runner import FarmRun, Listener, run_farm
 from pipeline.farm.store import ResultsStore
 from pipeline.progress import Progress
@@ -30,7 +30,7 @@ def run_nightly(
     tags: Sequence[str] = (),
     profile: Optional[str] = None,
     store: Optional[ResultsStore] = None,
-    policy: Policy = DEFAULT_POLICY,
+    policy: Optional[Policy] = None,
     progress: Optional[Progress] = None,
     listener: Optional[Listener] = None,
     bundles: Optional[dict[str, Path]] = None,
@@ -39,7 +39,8 @@ def run_nightly(
 
     loaded = load_inventory(inventory, profile_override=profile)
     store = store or ResultsStore()
-    farm = run_farm(loaded, tags=tags, store=store, progress=progress, listener=listener, bundles=bundles)
+    policy = policy or loaded.policy
+    farm = run_farm(loaded, tags=tags, store=store, progress=progress, listener=listener, bundles=bundles, policy=policy)
     verdicts = check_run(store, farm.run_id, policy=policy)
     reports = write_reports(store, farm.run_id, policy=policy)
     return NightlyResult(farm=farm, verdicts=verdicts, summary=summarize(verdicts), reports=reports)

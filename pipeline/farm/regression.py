@@ -74,37 +74,18 @@ from typing import Iterable, Optional, Sequence, Union
 import numpy as np
 
 from pipeline.deploy.record import ProfileRecord
+from pipeline.farm.policy import DEFAULT_POLICY, Policy
 from pipeline.farm.rows import Baseline, NoiseFloor, Result
+from pipeline.farm.trend import add_trend
 from pipeline.farm.stats import bootstrap_median_ratio_ci, mann_whitney_u, noise_floor_from_medians
 from pipeline.farm.store import ResultsStore
-from pipeline.farm.verdicts import STATUSES, THRESHOLD_SLACK, AccuracyCheck, LatencyCheck, MemoryCheck, Verdict
+from pipeline.farm.verdicts import STATUSES, THRESHOLD_SLACK, AccuracyCheck, ConfirmationCheck, LatencyCheck, MemoryCheck, Verdict
 
 EXIT_OK = 0
 EXIT_REGRESSION = 1
 EXIT_INFRASTRUCTURE = 2
 
 
-@dataclass(frozen=True)
-class Policy:
-    """Every threshold the regression check uses (defaults documented in the module docstring)."""
-
-    alpha: float = 0.01
-    min_effect: float = 0.05
-    ci_level: float = 0.95
-    n_bootstrap: int = 2000
-    seed: int = 0
-    min_samples: int = 10
-    top1_drop: float = 0.005
-    agreement_tolerance: float = 0.0
-    memory_rel: float = 0.05
-    memory_abs_mb: float = 2.0
-    noise_window: int = 30
-    noise_min_pairs: int = 4
-    noise_quantile: float = 0.95
-    noise_mad_k: float = 3.0
-
-
-DEFAULT_POLICY = Policy()
 
 
 # ---------------------------------------------------------------------------------- verdicts
@@ -242,13 +223,16 @@ def compare(
     *,
     policy: Policy = DEFAULT_POLICY,
     noise_floor: Optional[float] = None,
+    confirmation: Optional[ConfirmationCheck] = None,
 ) -> Verdict:
-    """Verdict for one stored result against its baseline (pure: no store access)."""
+    """Verdict for one stored result against its baseline (pure: no store access).
+
+    ``confirmation`` is the device's A/B for this result, when one ran: it then decides latency."""
     verdict = Verdict(
         device=candidate.device, profile_name=candidate.profile_name, status="pass",
         device_class=candidate.device_class, run_id=candidate.run_id, result_id=candidate.id,
         bundle_id=candidate.bundle_id, emulated=candidate.emulated, p50=candidate.p50, top1=candidate.top1,
-        peak_rss_mb=candidate.peak_rss_mb,
+        peak_rss_mb=candidate.peak_rss_mb, policy=policy.to_dict(),
     )
     if candidate.status == "unreachable":
         verdict.status = "unreachable"
@@ -286,14 +270,41 @@ def compare(
     verdict.latency, lat_reasons = check_latency(baseline_samples, candidate_samples, policy=policy, noise_floor=noise_floor)
     verdict.accuracy, acc_reasons = check_accuracy(base, candidate, policy=policy)
     verdict.memory, mem_reasons = check_memory(base, candidate, policy=policy)
-    statuses = [verdict.latency.status, verdict.accuracy.status, verdict.memory.status]
-    if "regression" in statuses:
+    verdict.notes = _runtime_notes(base, candidate)
+    if confirmation is not None:
+        verdict.confirmation = confirmation
+        lat_reasons = _confirmed_latency(verdict.latency, confirmation, lat_reasons, verdict.notes)
+        if confirmation.status == "invalid":
+            verdict.status = "invalid"
+            verdict.reasons = [f"not compared, measurement invalid: {confirmation.reason}"]
+            return verdict
+    elif verdict.latency.status == "regression" and policy.confirm:
+        verdict.notes.append("latency regression not confirmed by an A/B: none was run for this result")
+    regressed = verdict.latency_regressed or "regression" in (verdict.accuracy.status, verdict.memory.status)
+    if regressed:
         verdict.status = "regression"
-    elif "improvement" in statuses:
+    elif confirmation is not None and confirmation.status == "unavailable":
+        verdict.status = "unconfirmed"
+    elif "improvement" in (verdict.latency.status, verdict.accuracy.status, verdict.memory.status):
         verdict.status = "improvement"
     verdict.reasons = lat_reasons + acc_reasons + mem_reasons
-    verdict.notes = _runtime_notes(base, candidate)
     return verdict
+
+
+def _confirmed_latency(
+    latency: LatencyCheck, confirmation: ConfirmationCheck, reasons: list[str], notes: list[str]
+) -> list[str]:
+    """The latency reasons once the A/B has spoken: the stored-baseline comparison becomes a note
+    unless the A/B confirmed it, and the A/B's own basis is always given."""
+    stored = reasons[0] if reasons else f"stored-baseline comparison: p50 x{latency.ratio or float('nan'):.3f} ({latency.status})"
+    if confirmation.status == "confirmed":
+        return [f"latency regression confirmed by A/B on the device: {confirmation.reason}; {stored}"]
+    if confirmation.status == "unavailable":
+        return [f"latency suspected but unconfirmed: {confirmation.reason}; {stored}"]
+    if confirmation.status == "not-confirmed":
+        notes.append(f"latency suspected by the stored baseline ({stored}) but {confirmation.reason}")
+        return [r for r in reasons if not r.startswith("latency regression")]
+    return reasons
 
 
 # --------------------------------------------------------------------------- store-level checks
@@ -347,12 +358,16 @@ def check_result(
         store, result.device, result.profile_name, before_result_id=result.id, emulated=result.emulated,
         policy=policy, save=save_noise,
     )
+    saved = store.get_confirmation(result.id)
     verdict = compare(
         result, store.get_samples(result.id), baseline, store.get_samples(baseline.result_id),
         policy=policy, noise_floor=floor.floor if floor else None,
+        confirmation=ConfirmationCheck.from_dict(saved) if saved else None,
     )
     if floor is not None:
         verdict.notes.append(f"noise floor {_pct(floor.floor)} learnt from {floor.n_runs} runs of unchanged bundles")
+    if policy.changepoints and verdict.status not in ("invalid",):
+        add_trend(store, result, baseline, verdict, policy)
     return verdict
 
 
@@ -403,10 +418,10 @@ class RunSummary:
 
 
 def exit_code(verdicts: Iterable[Verdict]) -> int:
-    """0: nothing wrong; 1: any regression; 2: no regression but a device was unreachable or failed
+    """0: nothing wrong; 1: any regression or unconfirmed suspicion; 2: no regression but a device was unreachable or failed
     (a busy labgrid place is neither: the summary counts it, the exit code does not)."""
     statuses = {v.status for v in verdicts}
-    if "regression" in statuses:
+    if statuses & {"regression", "unconfirmed"}:
         return EXIT_REGRESSION
     if statuses & {"unreachable", "failed"}:
         return EXIT_INFRASTRUCTURE

@@ -19,13 +19,14 @@ import concurrent.futures as cf
 import logging
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, ContextManager, Optional, Sequence
 
 from pipeline.bundle.manifest import read_manifest
 from pipeline.deploy.record import ProfileRecord
 from pipeline.errors import EdgeshipError
+from pipeline.farm.confirmation import ConfirmPlan, confirm_on_device, plan_confirmation, suspicion
 from pipeline.farm.inventory import FarmDevice, LoadedInventory
 from pipeline.farm.labgrid import (
     CoordinatorUnreachable,
@@ -39,13 +40,15 @@ from pipeline.farm.labgrid import (
     ResourceOffline,
 )
 from pipeline.farm.labgrid import prepare as prepare_labgrid
+from pipeline.farm.policy import Policy
 from pipeline.farm.store import ResultsStore
+from pipeline.farm.verdicts import ConfirmationCheck
 from pipeline.progress import NullProgress, Progress
 
 log = logging.getLogger(__name__)
 
 # (device name, state, detail): states are queued, building, reserving, waiting, connecting,
-# deploying, profiling, retrying, ok, unreachable, failed, timeout, invalid, busy.
+# deploying, profiling, confirming, retrying, ok, unreachable, failed, timeout, invalid, busy.
 Listener = Callable[[str, str, str], None]
 
 
@@ -59,6 +62,8 @@ class DeviceOutcome:
     attempts: int = 0
     seconds: float = 0.0
     result_id: Optional[int] = None
+    confirmation: Optional[ConfirmationCheck] = None  # the A/B, when the stored baseline made latency suspect
+    ab_record: Optional[dict] = None
 
 
 @dataclass
@@ -90,7 +95,14 @@ def _device_target(device: FarmDevice, timeout: float, endpoint: Optional[Endpoi
     return device.target.model_copy(update={"name": device.name, "transport": transport})
 
 
-def _attempt(device: FarmDevice, bundle: Path, timeout: float, notify: Listener, labgrid: Optional[FarmLabgrid] = None) -> DeviceOutcome:
+def _attempt(
+    device: FarmDevice,
+    bundle: Path,
+    timeout: float,
+    notify: Listener,
+    labgrid: Optional[FarmLabgrid] = None,
+    plan: Optional[ConfirmPlan] = None,
+) -> DeviceOutcome:
     from pipeline.deploy import deploy, profile
     from pipeline.transport import open_transport
 
@@ -113,13 +125,28 @@ def _attempt(device: FarmDevice, bundle: Path, timeout: float, notify: Listener,
                 lease.check()  # the run gave the place back meanwhile (Ctrl-C): do not profile on it
             notify(device.name, "profiling", bundle.name)
             run = profile(target, transport=transport, timeout=timeout, doctor=deployed.doctor)
-            return DeviceOutcome(device, "ok", record=run.record, record_path=run.path)
+            outcome = DeviceOutcome(device, "ok", record=run.record, record_path=run.path)
+            why = suspicion(plan.baseline_samples, run.record.latency.samples or [], plan.policy) if plan is not None else None
+            if plan is not None and why is not None:
+                # while the connection (and the labgrid lease) is still held: same device state
+                notify(device.name, "confirming", f"A/B against {plan.baseline_bundle_id[:12]}: {why}")
+                outcome.confirmation, outcome.ab_record = confirm_on_device(
+                    plan, target, transport, deployed.bundle_id, timeout=timeout,
+                    step=lambda message: notify(device.name, "confirming", message),
+                )
+            return outcome
         finally:
             transport.close()
 
 
 def _run_device(
-    device: FarmDevice, bundle: Path, timeout: float, retries: int, notify: Listener, labgrid: Optional[FarmLabgrid] = None
+    device: FarmDevice,
+    bundle: Path,
+    timeout: float,
+    retries: int,
+    notify: Listener,
+    labgrid: Optional[FarmLabgrid] = None,
+    plan: Optional[ConfirmPlan] = None,
 ) -> DeviceOutcome:
     """Deploy + profile with bounded retries; the outcome of the last attempt is what counts.
 
@@ -130,7 +157,7 @@ def _run_device(
     for attempt in range(1, retries + 2):
         final = False
         try:
-            outcome = _attempt(device, bundle, timeout, notify, labgrid)
+            outcome = _attempt(device, bundle, timeout, notify, labgrid, plan)
         except (_Unreachable, CoordinatorUnreachable, ResourceOffline) as exc:
             outcome = DeviceOutcome(device, "unreachable", error=str(exc))
         except PlaceBusy as exc:
@@ -171,10 +198,12 @@ def run_farm(
     progress: Optional[Progress] = None,
     listener: Optional[Listener] = None,
     bundles: Optional[dict[str, Path]] = None,
+    policy: Optional[Policy] = None,
 ) -> FarmRun:
     """Deploy and profile every selected device; returns the run id and each device's outcome.
 
     ``bundles`` maps build profile name to bundle directory; profiles not in it are built first.
+    ``policy`` (default: the inventory's) decides when a device confirms its latency by an A/B.
     """
     progress = progress or NullProgress()
     notify: Listener = listener or (lambda name, state, detail: log.info("%s: %s %s", name, state, detail))
@@ -196,9 +225,14 @@ def run_farm(
         store.register_device(device.name, device.device_class, target_file=device.target_path, tags=device.tags, emulated=device.target.emulated)
         notify(device.name, "queued", device.profile)
     status = "aborted"
+    policy = policy or loaded.policy
+    plans = {d.name: plan_confirmation(store, d.name, d.device_class, d.profile, d.target.emulated, policy) for d in devices}
     pool = cf.ThreadPoolExecutor(max_workers=min(inv.concurrency, len(devices)), thread_name_prefix="farm")
     try:
-        futures = {pool.submit(_run_device, d, bundles[d.profile], inv.timeout, inv.retries, notify, labgrid): d for d in devices}
+        futures = {
+            pool.submit(_run_device, d, bundles[d.profile], inv.timeout, inv.retries, notify, labgrid, plans[d.name]): d
+            for d in devices
+        }
         # A hung device is given up on after its whole retry budget; its thread ends when the
         # transport's command timeout (capped at inv.timeout) fires.
         waited = labgrid.budget(devices) if labgrid is not None else 0.0
@@ -230,6 +264,7 @@ def _record(store: ResultsStore, run_id: int, outcome: DeviceOutcome, notify: Li
     outcome.result_id = store.record_result(
         run_id, device.name, device.device_class, device.profile, outcome.status, outcome.record, outcome.record_path, outcome.error,
         emulated=device.target.emulated, target_file=device.target_path, tags=device.tags,
+        confirmation=(asdict(outcome.confirmation), outcome.ab_record) if outcome.confirmation is not None else None,
     )
     stored = store.get_result(outcome.result_id)
     if stored.status != outcome.status:  # e.g. a throttled 'ok' run stored as 'invalid'

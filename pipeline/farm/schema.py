@@ -1,6 +1,6 @@
 """The results store's schema: every table, and the numbered steps that build it.
 
-Version 2 (``schema_version`` holds the applied version, :data:`MIGRATIONS` the steps; the shared
+Version 3 (``schema_version`` holds the applied version, :data:`MIGRATIONS` the steps; the shared
 runner in :mod:`pipeline.sqlite_store` applies them)
 -----------------------------------------------------------------------------------------------
 runs       id, kind farm|profile, started_at, finished_at, status running|finished|aborted,
@@ -17,7 +17,11 @@ baselines  device_key (device name or device class), profile_name, result_id -> 
 noise      device, profile_name, floor, n_runs, updated    (PK(device, profile_name))
 verdicts   run_id -> runs, result_id -> results, verdict (json), created   (PK(run_id, result_id))
 
+confirmations  result_id PK -> results, status, check_json (the ConfirmationCheck), record (json: the
+           agent's whole A/B record, every sample), created
+
 Version 2 adds the result status ``busy`` (a labgrid place someone else held for the whole wait).
+Version 3 adds ``confirmations``: the device's interleaved A/B for a result whose latency was suspect.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import re
 
 from pipeline.sqlite_store import Migration
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RUN_KINDS = ("farm", "profile")
 RUN_STATUSES = ("running", "finished", "aborted")
 RESULT_STATUSES = ("ok", "unreachable", "failed", "timeout", "invalid", "busy")
@@ -148,4 +152,14 @@ CREATE INDEX results_history ON results(device, profile_name, id);
 assert "'busy'" in _V2_RESULT_BUSY
 
 # (version, SQL script). Append new steps; never edit a released one.
-MIGRATIONS: list[Migration] = [(1, _SCHEMA_V1), (2, _V2_RESULT_BUSY)]
+_V3_CONFIRMATIONS = """
+CREATE TABLE confirmations (
+    result_id     INTEGER PRIMARY KEY REFERENCES results(id),
+    status        TEXT NOT NULL CHECK (status IN ('confirmed', 'not-confirmed', 'unavailable', 'invalid', 'skipped')),
+    check_json    TEXT NOT NULL,
+    record        TEXT,
+    created       TEXT NOT NULL
+);
+"""
+
+MIGRATIONS: list[Migration] = [(1, _SCHEMA_V1), (2, _V2_RESULT_BUSY), (3, _V3_CONFIRMATIONS)]

@@ -112,3 +112,16 @@ def noise_floor_from_medians(
     d = np.asarray(logs)
     spread = max(float(np.quantile(d, quantile)), mad_k * 1.4826 * float(np.median(d)))
     return float(math.expm1(spread)), len(logs), len(runs)
+
+
+def sign_test_greater(n_greater: int, n: int) -> float:
+    """One-sided exact sign test: P(X >= n_greater) for X ~ Binomial(n, 1/2).
+
+    Used on A/B pairs: with 8 pairs, B slower in all 8 has p = 1/256, in 7 of 8 p = 9/256.
+    Ties are the caller's to drop (they carry no sign).
+    """
+    if n < 0 or not 0 <= n_greater <= max(n, 0):
+        raise ValueError(f"need 0 <= n_greater <= n, got {n_greater} of {n}")
+    if n == 0:
+        return 1.0
+    return float(sum(math.comb(n, k) for k in range(n_greater, n + 1)) / 2.0**n)

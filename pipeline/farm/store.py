@@ -31,7 +31,7 @@ import numpy as np
 
 from pipeline.clock import utc_now
 from pipeline.deploy.record import DEFAULT_MAX_TEMPERATURE_C, ProfileRecord
-from pipeline.farm.baselines import BaselineQueries
+from pipeline.farm.baselines import BaselineQueries, insert_confirmation
 from pipeline.farm.rows import (
     RESULT_COLUMNS,
     RUN_COLUMNS,
@@ -250,6 +250,7 @@ class ResultsStore(BaselineQueries):
         target_file: Union[str, Path, None] = None,
         tags: Iterable[str] = (),
         max_temperature_c: float = DEFAULT_MAX_TEMPERATURE_C,
+        confirmation: Optional[tuple[Mapping[str, Any], Optional[Mapping[str, Any]]]] = None,
     ) -> int:
         """Store one device's outcome in one transaction (result row + all samples); returns its id.
 
@@ -257,6 +258,7 @@ class ResultsStore(BaselineQueries):
         'failed', 'timeout' or 'busy' (``error`` says why; a partial ``record`` may be given). An 'ok'
         record that :meth:`ProfileRecord.invalid_reasons` rejects (throttled, too hot, malformed) is stored as
         'invalid' with the reasons in ``error``: kept for the record, never compared.
+        ``confirmation`` (ConfirmationCheck dict, the agent's A/B record) is stored in the same transaction.
         """
         if status not in RESULT_STATUSES:
             raise ValueError(f"result status must be one of {RESULT_STATUSES}, not {status!r}")
@@ -314,6 +316,8 @@ class ResultsStore(BaselineQueries):
                     "INSERT INTO samples (result_id, idx, latency_ms) VALUES (?, ?, ?)",
                     ((result_id, i, float(v)) for i, v in enumerate(samples)),
                 )
+            if confirmation is not None:
+                insert_confirmation(conn, result_id, *confirmation)
             conn.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (utc_now(), run_id))
         return result_id
 
