@@ -85,6 +85,7 @@ class ChangePointReport:
     run_ids: list[int] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     message: Optional[str] = None
+    bundle_ids: list[Optional[str]] = field(default_factory=list)  # which bundle each point measured
 
 
 def min_points(min_size: int = DEFAULT_MIN_SIZE) -> int:
@@ -214,6 +215,7 @@ def device_change_points(
     report.result_ids = [r.id for r in history]
     report.run_ids = [r.run_id for r in history]
     report.values = [r.p50 for r in history]
+    report.bundle_ids = [r.bundle_id for r in history]
     bad = _bad_medians(report.values)
     if bad:
         ids = ", ".join(str(report.result_ids[i]) for i in bad[:5])
@@ -230,6 +232,8 @@ def device_change_points(
         report.points = detect_change_points(report.values, **detector_kwargs)
     except ValueError as exc:
         report.message = f"Change points for {where}: {exc}."
+    except ImportError as exc:  # the detector's libraries are host-side extras
+        report.message = f"Change points for {where}: not computed, {exc.name or exc} is not installed (pip install ruptures)."
     return report
 
 

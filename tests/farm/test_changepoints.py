@@ -131,7 +131,7 @@ def test_short_series_have_no_change_points_and_bad_values_raise() -> None:
 
 class FakeResult:
     def __init__(self, rid: int, p50: object) -> None:
-        self.id, self.run_id, self.p50 = rid, 100 + rid, p50
+        self.id, self.run_id, self.p50, self.bundle_id = rid, 100 + rid, p50, "b0"
 
 
 class FakeStore:
@@ -175,6 +175,22 @@ def test_window_and_filters_reach_the_store() -> None:
     assert report.message is None and report.points == []
 
 
+def test_a_missing_detector_library_gives_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ruptures(name, *args, **kwargs):
+        if name == "ruptures":
+            raise ImportError("No module named 'ruptures'", name="ruptures")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ruptures)
+    report = device_change_points(FakeStore(noisy(1, 30)), "rpi4-a", "default")
+    assert report.points == [] and "ruptures is not installed" in report.message
+    assert "device rpi4-a, profile default" in report.message
+
+
 def test_step_up_in_a_real_sqlite_store(tmp_path: Path) -> None:
     with ResultsStore(tmp_path / "results.sqlite") as store:
         medians = list(noisy(11, 24, level=10.0))
@@ -192,6 +208,7 @@ def test_step_up_in_a_real_sqlite_store(tmp_path: Path) -> None:
     assert report.message is None
     assert report.result_ids == [r.id for r in history] and len(report.values) == 24
     assert [p.index for p in report.points] == [16]
+    assert report.bundle_ids == [r.bundle_id for r in history]
     (point,) = as_dicts(report)
     assert point["result_id"] == history[16].id and point["run_id"] == history[16].run_id
     assert set(point) == {"index", "result_id", "run_id", "before", "after", "ratio"}
