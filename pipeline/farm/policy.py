@@ -13,6 +13,7 @@ section (validated by :class:`RegressionSettings`, unknown keys refused)::
       ab_alpha: 0.05            # one-sided sign test over the pairs
       changepoints: true        # look for steps in each device's nightly medians
       changepoint_window: 60    # nights of history the detector reads
+      changepoint_recent: 7     # a step of a new bundle is flagged for this many nights
 
 Every verdict records the policy that produced it (:meth:`Policy.to_dict`), so a report
 regenerated months later shows what the gate was asked to do at the time.
@@ -56,6 +57,7 @@ class Policy:
     # change points over the nightly history (pipeline.farm.changepoints)
     changepoints: bool = True
     changepoint_window: int = 60
+    changepoint_recent: int = 7
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +91,7 @@ class RegressionSettings(Strict):
     ab_alpha: Optional[float] = Field(None, gt=0, lt=0.5)
     changepoints: Optional[bool] = None
     changepoint_window: Optional[int] = Field(None, ge=4, le=10000)
+    changepoint_recent: Optional[int] = Field(None, ge=1, le=10000)
 
     def to_policy(self, base: Policy = DEFAULT_POLICY) -> Policy:
         return replace(base, **self.model_dump(exclude_none=True))

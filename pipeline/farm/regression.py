@@ -367,7 +367,7 @@ def check_result(
     if floor is not None:
         verdict.notes.append(f"noise floor {_pct(floor.floor)} learnt from {floor.n_runs} runs of unchanged bundles")
     if policy.changepoints and verdict.status not in ("invalid",):
-        add_trend(store, result, baseline, verdict, policy)
+        add_trend(store, result, verdict, policy)
     return verdict
 
 

@@ -5,7 +5,9 @@ environment cannot raise it on its own:
 
 * it is the latest change point of the series, so tonight's result is in the raised regime;
 * it raised the level by at least the policy's ``min_effect``;
-* it began after the accepted baseline (accepting a new baseline after a step acknowledges it);
+* it began within the last ``changepoint_recent`` nights: a week of mornings is long enough to
+  be seen, and a step that stays flagged for ever would teach the team to ignore the gate (a
+  baseline re-accepted every night cannot stand for "seen": a creep would never be flagged);
 * no bundle was measured both before and after it: the same bundle getting slower is the
   device or its environment (a competitor, the governor, heat), not the model.
 
@@ -19,13 +21,13 @@ from typing import Any
 
 from pipeline.farm.changepoints import as_dicts, device_change_points
 from pipeline.farm.policy import Policy
-from pipeline.farm.rows import Baseline, Result
+from pipeline.farm.rows import Result
 from pipeline.farm.verdicts import THRESHOLD_SLACK, Verdict
 
 log = logging.getLogger(__name__)
 
 
-def add_trend(store: Any, result: Result, baseline: Baseline, verdict: Verdict, policy: Policy) -> None:
+def add_trend(store: Any, result: Result, verdict: Verdict, policy: Policy) -> None:
     """Fill ``verdict.change_points`` / ``verdict.trend``; a flagged step makes it a regression."""
     report = device_change_points(
         store, result.device, result.profile_name or "", window=policy.changepoint_window,
@@ -52,8 +54,9 @@ def add_trend(store: Any, result: Result, baseline: Baseline, verdict: Verdict, 
         why_not.append("tonight's result is not in the series")
     if latest["ratio"] < 1.0 + policy.min_effect - THRESHOLD_SLACK:
         why_not.append(f"x{latest['ratio']:.3f} is below x{1 + policy.min_effect:.3f}")
-    if baseline.result_id >= latest["result_id"]:
-        why_not.append("the baseline was accepted after it began")
+    age = len(report.values) - latest_index
+    if age > policy.changepoint_recent:
+        why_not.append(f"it began {age} results ago, more than the {policy.changepoint_recent} the policy flags for")
     shared = before & after
     if shared:
         why_not.append(f"bundle {sorted(b or '?' for b in shared)[0][:12]} ran on both sides (the device changed, not the model)")
