@@ -188,13 +188,21 @@ def baseline_show() -> None:
 
 
 @main.command()
-@click.argument("run_id", type=int)
-def report(run_id: int) -> None:
-    """Regenerate the JUnit, Markdown and HTML reports of a run."""
+@click.argument("run_id", type=int, required=False)
+@click.option("--index", "index", is_flag=True, help="Also (or only, without RUN_ID) regenerate results/reports/index.html across nights.")
+def report(run_id: Optional[int], index: bool) -> None:
+    """Regenerate the JUnit, Markdown and HTML reports of RUN_ID, and/or the index of every night."""
+    if run_id is None and not index:
+        raise click.UsageError("give a RUN_ID, --index, or both.")
     from pipeline.farm.store import ResultsStore
-    from pipeline.reports.html import write_reports
 
     with ResultsStore() as store:
-        paths = write_reports(store, run_id)
-    for kind, path in paths.items():
-        click.echo(f"{kind}: {path}")
+        if run_id is not None:
+            from pipeline.reports.html import write_reports
+
+            for kind, path in write_reports(store, run_id).items():
+                click.echo(f"{kind}: {path}")
+        if index:
+            from pipeline.reports.index import write_index
+
+            click.echo(f"index: {write_index(store)}")

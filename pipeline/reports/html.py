@@ -55,17 +55,23 @@ def _e(value: object) -> str:
 escape = _e
 
 
-def status_cell(v: Verdict, tag: str = "td") -> str:
-    """The status, coloured, with the metric(s) a failing verdict failed on underneath."""
+def status_cell(v: Verdict, *, title: Optional[str] = None) -> str:
+    """The status, coloured, with the metric(s) a failing verdict failed on underneath
+    (``title``: a tooltip, e.g. the reasons)."""
     metrics = failed_metrics(v)
     extra = f'<br><span class="metric">{_e(", ".join(metrics))}</span>' if metrics else ""
-    return f'<{tag} class="status {_e(v.status)}">{_e(v.status)}{extra}</{tag}>'
+    tip = f' title="{_e(title)}"' if title else ""
+    return f'<td class="status {_e(v.status)}"{tip}>{_e(v.status)}{extra}</td>'
 
 
 def table(header: Sequence[str], rows: Sequence[str]) -> str:
     """A table from header labels and ready-made ``<tr>`` rows."""
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     return f"<table><thead><tr>{head}</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+
+
+# the A/B's own outcome, in the verdict colours: confirmed is the regression, not-confirmed cleared it
+_AB_CLASS = {"confirmed": "regression", "not-confirmed": "pass", "unavailable": "unconfirmed", "invalid": "invalid"}
 
 
 def _confirmation_rows(verdicts: Sequence[Verdict]) -> list[str]:
@@ -81,7 +87,7 @@ def _confirmation_rows(verdicts: Sequence[Verdict]) -> list[str]:
             f'<td class="num">{fmt.ratio(lat.ratio if lat else None)}'
             + (f"<br>{lat.ci_low:.3f}–{lat.ci_high:.3f}" if lat and lat.ci_low is not None else "") + "</td>",
             f'<td class="num">{fmt.number(lat.p_slower if lat else None, ".2g")}</td>',
-            f'<td class="status {_e(c.status)}">{_e(c.status)}</td>',
+            f'<td class="status {_AB_CLASS.get(c.status, "")}">{_e(c.status)}</td>',
             f'<td class="num">{fmt.ratio(c.ratio)}</td>',
             f'<td class="num">{c.pairs_slower}/{c.pairs}</td>',
             f'<td class="num">{fmt.number(c.p_sign, ".2g")}</td>',

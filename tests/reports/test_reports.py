@@ -176,3 +176,60 @@ def test_write_reports_for_an_unchecked_run_does_not_save(tmp_path: Path) -> Non
         assert store.saved_verdicts(run_id) == []
         with pytest.raises(StoreError, match="no run 999"):
             write_reports(store, 999, tmp_path / "x")
+
+
+# ------------------------------------------------------- confirmation, change points, policy
+
+
+def _gate_verdicts(farm) -> None:
+    """Save what the gate decides: rpi4-a confirmed by its A/B, with a change point; rpi5-a's
+    suspicion unconfirmed (baseline bundle gone); every verdict with its policy."""
+    from pipeline.farm.verdicts import ConfirmationCheck
+
+    policy = {"alpha": 0.01, "min_effect": 0.05, "confirmation": {"enabled": True, "blocks": 10}}
+    verdicts = farm.by_device()
+    for v in verdicts.values():
+        v.policy = policy
+    a = verdicts["rpi4-a"]
+    a.confirmation = ConfirmationCheck(status="confirmed", ratio=1.183, pairs=10, pairs_slower=10, p_sign=0.00098,
+                                       threshold=0.05, alpha=0.01, baseline_p50=12.1, candidate_p50=14.3,
+                                       seconds=12.5, baseline_source="device")
+    a.change_points = [{"index": 5, "result_id": 21, "run_id": farm.run_id, "before": 12.1, "after": 14.3, "ratio": 1.183}]
+    b = verdicts["rpi5-a"]
+    b.status, b.reasons = "unconfirmed", ["latency suspected, not confirmed: baseline bundle missing"]
+    b.confirmation = ConfirmationCheck(status="unavailable", reason="baseline bundle 0123 is on neither the device nor the host")
+    b.trend = "history too short for change points (4 nights, need 10)"
+    farm.store.save_verdicts(farm.run_id, [(v.result_id, v.to_dict()) for v in verdicts.values()])
+
+
+def test_night_report_shows_confirmation_change_points_policy_and_unconfirmed(farm, tmp_path: Path) -> None:
+    _gate_verdicts(farm)
+    paths = write_reports(farm.store, farm.run_id, tmp_path / "night")  # from the saved verdicts
+
+    page = paths["html"].read_text()
+    assert page.count('class="status unconfirmed"') == 3  # devices table, A/B verdict and A/B outcome
+    assert 'class="status pass">unconfirmed' not in page
+    assert '<td class="status regression">regression<br><span class="metric">latency, accuracy</span></td>' in page
+    ab = page[page.index("stored baseline vs A/B confirmation"):page.index("Change points in the nightly history")]
+    assert "×1.183" in ab and "10/10" in ab and "0.00098" in ab and "kept release on the device" in ab
+    assert "12.5" in ab and "on neither the device nor the host" in ab
+    assert f"step at run {farm.run_id}: 12.10 → 14.30 ms (×1.183)" in page
+    assert "history too short for change points" in page
+    assert "<details><summary>Regression policy</summary>" in page and "confirmation.blocks" in page
+
+    md = paths["markdown"].read_text()
+    assert "⛔ unconfirmed (latency)" in md and "❌ regression (latency, accuracy)" in md
+    assert "confirmed ×1.183 (10/10 slower)" in md
+    assert "A/B confirmation unavailable" in md and "on neither the device nor the host" in md
+    assert "confirmation.enabled=True" in md
+
+    suite = ET.parse(paths["junit"]).getroot().find("testsuite")
+    assert suite.get("failures") == "2"
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    unconfirmed = cases["rpi5-a"].find("failure")
+    assert unconfirmed.get("type") == "unconfirmed"
+    assert unconfirmed.get("message") == "unconfirmed (latency): baseline bundle 0123 is on neither the device nor the host"
+    confirmed = cases["rpi4-a"].find("failure")
+    assert confirmed.get("message").startswith("regression (latency, accuracy): ")
+    assert "A/B confirmation confirmed, paired ratio 1.183, 10/10 pairs slower, sign-test p=0.00098" in confirmed.text
+    assert "latency vs stored baseline: p50" in confirmed.text and "policy: alpha=0.01" in confirmed.text
