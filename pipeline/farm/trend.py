@@ -39,13 +39,9 @@ def add_trend(store: Any, result: Result, verdict: Verdict, policy: Policy) -> N
     points = as_dicts(report)
     if not points:
         return
-    try:
-        history = store.history(result.device, result.profile_name or "", policy.changepoint_window,
-                                emulated=result.emulated, before_result_id=result.id + 1)
-    except Exception as exc:  # noqa: BLE001 - the other checks go on (the detector read it a moment ago)
-        verdict.trend = f"change points for {result.device}: history unreadable ({exc})"
-        return
-    bundles = [r.bundle_id for r in history]
+    for point, found in zip(points, report.points):
+        point["kind"] = found.kind
+    bundles = report.bundle_ids
     latest = points[-1]
     latest_index = int(latest["index"])
     before, after = set(bundles[:latest_index]), set(bundles[latest_index:])
