@@ -95,6 +95,11 @@ class Trend:
     png: bytes
 
 
+def points_of(report: ChangePointReport) -> list[dict]:
+    """The report's change points as dicts (run id where each began, before, after, ratio, kind)."""
+    return [{**d, "kind": p.kind} for d, p in zip(as_dicts(report), report.points)]
+
+
 def _night(store: ResultsStore, run: Run, out_dir: Path) -> Night:
     verdicts = [Verdict.from_dict(v) for v in store.saved_verdicts(run.id)]
     unchecked = {}
@@ -126,7 +131,7 @@ def _trend(store: ResultsStore, key: SeriesKey, status: str, window: int, with_p
             report = ChangePointReport(key.device, key.profile_name,
                                        message=f"{key.device} / {key.profile_name}: change points not computed: {exc}")
     points = [plots.TrendPoint(r, v) for r, v in zip(report.run_ids, report.values) if v is not None]
-    steps = [plots.StepMark(cp["run_id"], cp["ratio"]) for cp in as_dicts(report)]
+    steps = [plots.StepMark(cp["run_id"], cp["ratio"], cp["kind"]) for cp in points_of(report)]
     png = plots.device_trend_png(points, steps, title=key.label(with_profile),
                                  status_colour=plots.STATUS_COLOURS.get(status, "#424242"), message=report.message)
     return Trend(key, report, png)
@@ -192,7 +197,7 @@ def _facts(night: Night) -> str:
 
 def _recent_steps(trends: Sequence[Trend], nights: Sequence[Night]) -> list[tuple[Trend, dict]]:
     recent = {n.run.id for n in nights[:RECENT_NIGHTS]}
-    return [(t, cp) for t in trends for cp in as_dicts(t.report) if cp["run_id"] in recent]
+    return [(t, cp) for t in trends for cp in points_of(t.report) if cp["run_id"] in recent]
 
 
 def _morning(nights: Sequence[Night], trends: Sequence[Trend], with_profile: bool) -> str:
@@ -261,7 +266,7 @@ def _trend_figure(trend: Trend, with_profile: bool) -> str:
     data = base64.b64encode(trend.png).decode("ascii")
     label = trend.key.label(with_profile)
     report = trend.report
-    notes = [f'<li class="{"step-up" if cp["ratio"] >= 1 else "step-down"}">{_e(change_point_text(cp))}</li>' for cp in as_dicts(report)]
+    notes = [f'<li class="{"step-up" if cp["ratio"] >= 1 else "step-down"}">{_e(change_point_text(cp))}</li>' for cp in points_of(report)]
     if report.message:
         notes.append(f'<li class="quiet">{_e(report.message)}</li>')
     elif not notes:
@@ -284,7 +289,7 @@ def render_index(nights: Sequence[Night], trends: Sequence[Trend], *, title: str
     ]
     if trends:
         parts.append("<h2>Latency trend per device</h2>")
-        parts.append('<p class="facts">p50 of each night; dashed lines: change points, labelled with the run where the new level began and its ratio.</p>')
+        parts.append('<p class="facts">p50 of each night; dashed lines: steps, dotted: a slow creep, each labelled with the run where it began and its ratio.</p>')
         parts.append('<div class="trends">' + "".join(_trend_figure(t, with_profile) for t in trends) + "</div>")
     parts.append(f"<h2>Nights ({len(nights)})</h2>")
     parts.append(_nights_table(nights, keys, with_profile) if nights else "<p>No farm run recorded yet.</p>")

@@ -50,6 +50,7 @@ class StepMark:
 
     run_id: int
     ratio: Optional[float] = None
+    kind: str = "step"  # or 'trend': a slow creep that began at run_id
 
 
 @dataclass(frozen=True)
@@ -158,8 +159,8 @@ def trend_png(trends: Mapping[str, Sequence[TrendPoint]], *, title: str = "p50 l
 
 
 def step_label(mark: StepMark) -> str:
-    """``run 41 ×1.12``: what a change point's line says on a trend plot."""
-    return f"run {mark.run_id}" + (f" ×{mark.ratio:.2f}" if mark.ratio is not None else "")
+    """``run 41 ×1.12`` (``creep run 41 ×1.08``): what a change point's line says on a trend plot."""
+    return ("creep " if mark.kind == "trend" else "") + f"run {mark.run_id}" + (f" ×{mark.ratio:.2f}" if mark.ratio is not None else "")
 
 
 def device_trend_png(
@@ -184,7 +185,7 @@ def device_trend_png(
     for i, mark in enumerate(steps):
         slower = mark.ratio is None or mark.ratio >= 1
         colour = STATUS_COLOURS["regression"] if slower else STATUS_COLOURS["improvement"]
-        ax.axvline(mark.run_id, color=colour, linestyle="--", linewidth=1.1, alpha=0.85)
+        ax.axvline(mark.run_id, color=colour, linestyle=":" if mark.kind == "trend" else "--", linewidth=1.1, alpha=0.85)
         ax.annotate(step_label(mark), (mark.run_id, top), xytext=(3, -10 - 11 * (i % 3)), textcoords="offset points",
                     fontsize=7.5, color=colour, ha="left", va="top",
                     bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})

@@ -63,9 +63,11 @@ def confirmation_text(check: ConfirmationCheck) -> str:
 
 
 def change_point_text(point: Mapping[str, Any]) -> str:
-    """``step at run 41: 12.000 → 13.440 ms (×1.120)``, plus whether it flagged this night."""
+    """``step at run 41: 12.00 → 13.44 ms (×1.120)`` (``creep from run 41`` for a slow trend),
+    plus whether it flagged this night."""
     before, after, ratio = point.get("before"), point.get("after"), point.get("ratio")
-    text = f"step at run {point.get('run_id', '?')}: {fmt.ms(before, unit=False)} → {fmt.ms(after, unit=False)} ms ({fmt.ratio(ratio)})"
+    where = "creep from run" if point.get("kind") == "trend" else "step at run"
+    text = f"{where} {point.get('run_id', '?')}: {fmt.ms(before, unit=False)} → {fmt.ms(after, unit=False)} ms ({fmt.ratio(ratio)})"
     return text + (", flagged tonight" if point.get("flagged") else "")
 
 

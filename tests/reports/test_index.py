@@ -221,6 +221,16 @@ def test_plotted_change_point_changes_the_trend_image() -> None:
     marked = plots.device_trend_png(points, [plots.StepMark(7, 1.167)])
     assert plain.startswith(PNG_MAGIC) and marked.startswith(PNG_MAGIC) and plain != marked
     assert plots.step_label(plots.StepMark(7, 1.167)) == "run 7 ×1.17"
+    assert plots.step_label(plots.StepMark(7, 1.08, "trend")) == "creep run 7 ×1.08"
+    assert plots.device_trend_png(points, [plots.StepMark(7, 1.167, "trend")]) != marked  # dotted, not dashed
+
+
+def test_a_creep_reads_as_a_creep() -> None:
+    from pipeline.reports.verdict_text import change_point_text
+
+    creep = {"run_id": 9, "before": 10.0, "after": 11.5, "ratio": 1.15, "kind": "trend", "flagged": True}
+    assert change_point_text(creep) == "creep from run 9: 10.00 → 11.50 ms (×1.150), flagged tonight"
+    assert change_point_text({**creep, "kind": "step", "flagged": False}).startswith("step at run 9: ")
 
 
 def test_index_shows_the_detectors_message_when_history_cannot_be_analysed(history: History, monkeypatch) -> None:
