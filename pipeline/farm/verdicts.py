@@ -100,6 +100,10 @@ class ConfirmationCheck:
     seconds: Optional[float] = None  # device time the A/B took
     baseline_source: Optional[str] = None  # 'device' (a kept release) | 'uploaded' (from the host cache)
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ConfirmationCheck":
+        return _known(cls, data)
+
 
 @dataclass
 class Verdict:
@@ -162,10 +166,13 @@ class Verdict:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Verdict":
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        values = {k: v for k, v in data.items() if k in {f.name for f in fields(cls)}}
         for name, kind in (("latency", LatencyCheck), ("accuracy", AccuracyCheck), ("memory", MemoryCheck), ("confirmation", ConfirmationCheck)):
             if isinstance(values.get(name), Mapping):
-                sub = {f.name for f in fields(kind)}
-                values[name] = kind(**{k: v for k, v in values[name].items() if k in sub})
+                values[name] = _known(kind, values[name])
         return cls(**values)
+
+
+def _known(kind: Any, data: Mapping[str, Any]) -> Any:
+    """``kind(**data)`` keeping only the fields ``kind`` has (records written by other versions)."""
+    return kind(**{k: v for k, v in data.items() if k in {f.name for f in fields(kind)}})
