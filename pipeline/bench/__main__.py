@@ -16,8 +16,9 @@ def main() -> None:
     from pipeline.progress import RichProgress
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench")
-    parser.add_argument("which", nargs="*", default=["build", "deploy", "farm", "compression", "onnx"], help="benchmarks to run (build, deploy, farm, fleet, compression, onnx)")
+    parser.add_argument("which", nargs="*", default=["build", "deploy", "farm", "compression", "onnx", "gate"], help="benchmarks to run (build, deploy, farm, fleet, compression, onnx, gate)")
     parser.add_argument("--profile", default="default")
+    parser.add_argument("--quick", action="store_true", help="gate: a tenth of the nights (a smoke run; targets not comparable)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     console = Console()
@@ -46,6 +47,10 @@ def main() -> None:
             from pipeline.bench import onnx_bench
 
             payload = onnx_bench.run(args.profile, progress=RichProgress())
+        elif name == "gate":
+            from pipeline.bench import gate_bench
+
+            payload = gate_bench.run(args.profile, progress=RichProgress(), quick=args.quick)
         else:
             parser.error(f"unknown benchmark {name!r}")
         table = Table(title=f"bench: {name} (results/bench/{name}.json)")
