@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 INDEX_NAME = "index.html"
 REPORT_NAME = "report.html"
-#: a change point this many nights old or newer is news in the morning summary
+#: a change point this many nights old or newer is news in the morning summary, unless the last
+#: night's policy says otherwise (its changepoint_recent; changepoint_window sets the history read)
 RECENT_NIGHTS = 7
 
 _CSS = STATUS_CSS + """
@@ -195,8 +196,18 @@ def _facts(night: Night) -> str:
     return " · ".join(facts)
 
 
+def last_policy(nights: Sequence[Night]) -> dict:
+    """The regression policy of the newest checked night (empty if none recorded one)."""
+    return next((v.policy for n in nights for v in n.verdicts if v.policy), {})
+
+
+def _recent_nights(nights: Sequence[Night]) -> int:
+    value = last_policy(nights).get("changepoint_recent")
+    return value if isinstance(value, int) and value > 0 else RECENT_NIGHTS
+
+
 def _recent_steps(trends: Sequence[Trend], nights: Sequence[Night]) -> list[tuple[Trend, dict]]:
-    recent = {n.run.id for n in nights[:RECENT_NIGHTS]}
+    recent = {n.run.id for n in nights[:_recent_nights(nights)]}
     return [(t, cp) for t in trends for cp in points_of(t.report) if cp["run_id"] in recent]
 
 
@@ -231,9 +242,9 @@ def _morning(nights: Sequence[Night], trends: Sequence[Trend], with_profile: boo
     if steps:
         items = [f'<li><b>{_e(t.key.label(with_profile))}</b>: <span class="{"step-up" if cp["ratio"] >= 1 else "step-down"}">'
                  f"{_e(change_point_text(cp))}</span></li>" for t, cp in steps]
-        parts.append(f"<div>Change points in the last {RECENT_NIGHTS} nights:</div><ul>" + "".join(items) + "</ul>")
+        parts.append(f"<div>Change points in the last {_recent_nights(nights)} nights:</div><ul>" + "".join(items) + "</ul>")
     else:
-        parts.append(f'<div class="quiet">No change point in the last {RECENT_NIGHTS} nights.</div>')
+        parts.append(f'<div class="quiet">No change point in the last {_recent_nights(nights)} nights.</div>')
     parts.append("</section>")
     return "\n".join(parts)
 
@@ -303,7 +314,8 @@ def write_index(store: ResultsStore, out_dir: Optional[Path] = None, *, limit: i
     ``<run id>/report.html``) atomically over the latest ``limit`` farm runs; returns its path."""
     out = Path(out_dir) if out_dir is not None else results_dir() / "reports"
     nights = collect_nights(store, out, limit)
-    trends = collect_trends(store, nights, window=limit)
+    window = last_policy(nights).get("changepoint_window")
+    trends = collect_trends(store, nights, window=window if isinstance(window, int) and window > 0 else limit)
     path = out / INDEX_NAME
     atomic_write_text(path, render_index(nights, trends))
     return path

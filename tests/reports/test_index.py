@@ -334,3 +334,13 @@ def test_index_renders_in_browser_without_network(history: History, tmp_path: Pa
     # the status colours of the plots and cells made it to the screen (red of a regression cell / step line)
     red = (pixels[..., 0] > 150) & (pixels[..., 1] < 110) & (pixels[..., 2] < 120)
     assert red.sum() > 200
+
+
+def test_recent_change_points_follow_the_last_nights_policy(history: History) -> None:
+    nights = index_mod.collect_nights(history.store, history.out, 60)
+    trends = index_mod.collect_trends(history.store, nights, window=60)
+    assert index_mod.last_policy(nights).get("changepoint_recent") == 7  # what check_run recorded
+    for v in nights[1].verdicts:  # nights[0] is the unchecked run
+        v.policy = {**v.policy, "changepoint_recent": 3}
+    text = render_index(nights, trends)
+    assert "No change point in the last 3 nights." in text
