@@ -8,6 +8,8 @@ STAMP := $(VENV)/.edgeship-installed
 AGENT_VENV := .venv-agent
 AGENT_STAMP := $(AGENT_VENV)/.edgeship-installed
 DEB_PACKAGES := dataset-fashion-mnist openssh-server openssh-client dropbear-bin
+# only `make test` needs these: headless Chromium renders the report index in a test
+TEST_DEB_PACKAGES := chromium
 PROFILE ?= default
 TARGET ?= local
 PYTEST_ARGS ?=
@@ -109,6 +111,7 @@ test-arm: setup agent-venv
 	$(PY) -m pytest -m arm $(PYTEST_ARGS)
 
 test: setup agent-venv
+	@$(MAKE) --no-print-directory system-packages DEB_PACKAGES="$(TEST_DEB_PACKAGES)"
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup agent-venv

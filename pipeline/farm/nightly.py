@@ -36,6 +36,7 @@ def run_nightly(
     bundles: Optional[dict[str, Path]] = None,
 ) -> NightlyResult:
     from pipeline.reports.html import write_reports
+    from pipeline.reports.index import write_index
 
     loaded = load_inventory(inventory, profile_override=profile)
     store = store or ResultsStore()
@@ -43,4 +44,5 @@ def run_nightly(
     farm = run_farm(loaded, tags=tags, store=store, progress=progress, listener=listener, bundles=bundles, policy=policy)
     verdicts = check_run(store, farm.run_id, policy=policy)
     reports = write_reports(store, farm.run_id, policy=policy)
+    reports["index"] = write_index(store)  # the morning page across nights
     return NightlyResult(farm=farm, verdicts=verdicts, summary=summarize(verdicts), reports=reports)
