@@ -87,6 +87,7 @@ class WidenStage(Stage[WidenStageConfig]):
         data = Splits(inputs["data"], cfg.preprocessing)
         logits = predict_logits(wide, data.model_input("x_test"))
         base_logits = np.load(inputs["student"].path / "test_logits.npy")
+        _check_logits(logits, base_logits, f"student '{model.name}' widened at {plan.producer} by {cfg.extra_channels} channels")
         np.save(out / "test_logits.npy", logits)
         wide.save(out / MODEL_FILE)
         base_macs, macs = count_macs(model), count_macs(wide)
@@ -108,6 +109,20 @@ class WidenStage(Stage[WidenStageConfig]):
         return metrics
 
 
+# Float noise only: the widened convs may sum in another order (oneDNN/XNNPack blocking).
+LOGIT_TOLERANCE = 1e-4
+
+
+def _check_logits(logits: np.ndarray, base: np.ndarray, what: str) -> None:
+    """Refuse (before anything is cached) a widening that changed what the Keras model computes."""
+    change = float(np.max(np.abs(logits - base))) if len(base) else 0.0
+    if change > LOGIT_TOLERANCE * max(1.0, float(np.max(np.abs(base)))):
+        raise EdgeshipError(
+            f"Slowdown ladder: {what} changes its test logits by up to {change:.3g}; zero-weight channels must change "
+            "nothing, so the widening is broken (pipeline/bench/widen.py)."
+        )
+
+
 def _student(result: BuildResult) -> Artifact:
     """The student the shipped bundle was made from (the pruned one when the profile prunes)."""
     return result.artifacts.get("prune") or result.artifacts["student"]
@@ -117,7 +132,7 @@ def _rung_name(profile: BuildProfile, target: float) -> str:
     return f"{profile.name}+macs{round(target * 100, 2):g}"
 
 
-def _package_widened(result: BuildResult, widened: Artifact, name: str, ctx: RunContext) -> tuple[Path, Artifact]:
+def _package_widened(result: BuildResult, widened: Artifact, name: str, ctx: RunContext) -> tuple[Artifact, Artifact]:
     """Quantize, evaluate and package ``widened`` exactly as the build ships its own student."""
     p, art = result.profile, result.artifacts
     q, mode = p.quantization, p.quantization.ship
@@ -132,7 +147,7 @@ def _package_widened(result: BuildResult, widened: Artifact, name: str, ctx: Run
     package = run_stage(
         PackageStage(package_cfg, optional_inputs=tuple(optional)), {"data": art["data"], "student": widened, "tflite": tflite, "evaluate": evaluate, **optional}, ctx
     )
-    return publish_bundle(package, bundles_dir()), evaluate
+    return package, evaluate
 
 
 def _check_predictions(result: BuildResult, evaluate: Artifact, name: str) -> None:
@@ -178,8 +193,9 @@ class _Ladder:
         name = _rung_name(p, target)
         cfg = WidenStageConfig(layer=self.plan.producer, extra_channels=extra, preprocessing=p.preprocessing)
         widened = run_stage(WidenStage(cfg), {"data": self.result.artifacts["data"], "student": _student(self.result)}, self.ctx)
-        bundle, evaluate = _package_widened(self.result, widened, name, self.ctx)
-        _check_predictions(self.result, evaluate, name)
+        package, evaluate = _package_widened(self.result, widened, name, self.ctx)
+        _check_predictions(self.result, evaluate, name)  # before publishing: a broken rung never ships
+        bundle = publish_bundle(package, bundles_dir())
         macs = int(widened.metrics["macs"])
         self.ctx.progress.note(f"[ladder] {label:<10} {name}: {self.plan.producer} +{extra} channels, {macs / self.base_macs - 1:+.2%} MACs -> {bundle.name}")
         return Rung(label, target, macs / self.base_macs - 1, macs, self.base_macs, bundle, self.plan.producer, extra)

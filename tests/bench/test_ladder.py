@@ -207,3 +207,32 @@ def test_a_second_ladder_and_a_creep_reuse_the_cache(built_ladder, tiny_profile,
     for n, rung in enumerate(nights):
         assert abs(rung.extra_macs - (1.02**n - 1)) <= 0.01
     assert nights[1].macs < nights[2].macs and len({r.bundle_id for r in nights}) == 3
+
+
+@pytest.mark.slow
+def test_a_widening_that_changes_the_model_is_refused_before_anything_ships(
+    built_ladder, tiny_profile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.bench.widen as widen_module
+    from pipeline.bench.ladder import ladder
+    from pipeline.errors import EdgeshipError
+
+    root, _ = built_ladder
+    monkeypatch.setenv("EDGESHIP_RESULTS", str(root))
+    real_widen = widen_module.widen
+
+    def leaky_widen(model, plan, extra_channels):
+        wide = real_widen(model, plan, extra_channels)
+        for name in plan.consumers:  # the extra channels now reach the output
+            kernel, *rest = wide.get_layer(name).get_weights()
+            kernel[..., plan.channels :, :] = 0.5
+            wide.get_layer(name).set_weights([kernel, *rest])
+        return wide
+
+    monkeypatch.setattr(widen_module, "widen", leaky_widen)
+    bundles_before = sorted(p.name for p in (root / "bundles").iterdir())
+    widened_before = sorted(p.parent.name for p in (root / "cache" / "widen").glob("*/meta.json"))
+    with pytest.raises(EdgeshipError, match="changes its test logits by up to"):
+        ladder(tiny_profile, extra=(0.20,))
+    assert sorted(p.name for p in (root / "bundles").iterdir()) == bundles_before
+    assert sorted(p.parent.name for p in (root / "cache" / "widen").glob("*/meta.json")) == widened_before
