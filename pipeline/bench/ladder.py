@@ -206,8 +206,10 @@ def ladder(
 ) -> list[Rung]:
     """One rung per fraction in ``extra`` (0.10 = +10 % MACs), built or read from the cache.
 
-    ``layer`` names the conv to widen; by default the one nearest the classifier whose one-channel
-    step is at most 0.5 % of the model's MACs, so every rung lands within 0.25 percentage points.
+    ``layer`` names the conv to widen; by default :func:`pipeline.bench.widen.choose_plan` picks
+    the one nearest the classifier whose one-channel step is at most 0.5 % of the model's MACs (so
+    every rung lands within 0.25 percentage points) and whose consumers are big enough that every
+    quantization mode treats them alike before and after widening.
     """
     builder = _Ladder(profile, layer, progress)
     return [builder.rung(target, f"+{round(target * 100, 2):g}%") for target in extra]

@@ -41,6 +41,10 @@ _CHANNELWISE = (
     keras.layers.ZeroPadding2D,
 )
 
+# TFLite's dynamic-range quantizer keeps weight tensors smaller than this in float (its
+# ``min_elements_for_weights`` default).
+DYNAMIC_RANGE_MIN_WEIGHTS = 1024
+
 
 @dataclass(frozen=True)
 class WidenPlan:
@@ -51,6 +55,7 @@ class WidenPlan:
     passthrough: tuple[str, ...]
     consumers: tuple[str, ...]
     macs_per_channel: int
+    consumer_weights: int  # the smallest consumer kernel, in elements, before widening
 
 
 def _is_producer(layer: keras.layers.Layer) -> bool:
@@ -109,7 +114,8 @@ def plan_for(model: keras.Model, name: str) -> Optional[WidenPlan]:
                 frontier.append(follower)
             else:
                 return None
-    return WidenPlan(name, channels, tuple(passthrough), tuple(consumers), per_channel)
+    smallest = min(int(np.prod(model.get_layer(c).kernel.shape)) for c in consumers)
+    return WidenPlan(name, channels, tuple(passthrough), tuple(consumers), per_channel, smallest)
 
 
 def plans(model: keras.Model) -> list[WidenPlan]:
@@ -120,10 +126,19 @@ def plans(model: keras.Model) -> list[WidenPlan]:
 
 def choose_plan(model: keras.Model, max_step: float = 0.005) -> WidenPlan:
     """The widenable layer nearest the classifier whose one-channel step is at most ``max_step`` of
-    the model's MACs, so rounding to whole channels misses a target by at most ``max_step / 2``."""
+    the model's MACs, so rounding to whole channels misses a target by at most ``max_step / 2``.
+
+    Layers whose consumers are already big enough for dynamic-range quantization come first: the
+    converter leaves kernels under ``DYNAMIC_RANGE_MIN_WEIGHTS`` elements in float, so widening the
+    input of a small classifier would quantize it in the wide model only and change its outputs.
+    (A depthwise kernel on the way may still cross that size as it widens: dynamic-range rungs
+    can then differ from the base in the fourth decimal of a logit, which the ladder's top-1 check
+    guards.)
+    """
     base = count_macs(model)
     candidates = plans(model)
     fine = [plan for plan in candidates if plan.macs_per_channel <= max_step * base]
+    fine = [plan for plan in fine if plan.consumer_weights >= DYNAMIC_RANGE_MIN_WEIGHTS] or fine
     if not fine:
         names = ", ".join(p.producer for p in candidates) or "none"
         raise ValueError(

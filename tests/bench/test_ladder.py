@@ -74,6 +74,29 @@ def test_only_plain_chains_are_widened(student) -> None:
     assert plans(student)[-1].producer == "head_conv"
 
 
+def test_the_chosen_layer_feeds_kernels_the_dynamic_quantizer_already_quantizes(student) -> None:
+    from pipeline.bench.widen import DYNAMIC_RANGE_MIN_WEIGHTS
+
+    head = plan_for(student, "head_conv")
+    assert head.consumer_weights < DYNAMIC_RANGE_MIN_WEIGHTS  # the small classifier stays float in dynamic mode
+    chosen = choose_plan(student)
+    assert chosen.producer == "block6_expand_conv" and chosen.consumer_weights >= DYNAMIC_RANGE_MIN_WEIGHTS
+
+
+@pytest.mark.parametrize("mode", ["float32", "float16", "dynamic"])
+def test_the_chosen_widening_predicts_as_before_in_every_float_weighted_mode(student, images: np.ndarray, mode: str) -> None:
+    from pipeline.quantize.convert import convert
+    from pipeline.quantize.litert_eval import predict
+
+    plan = choose_plan(student)
+    wide = widen(student, plan, channels_for(plan, count_macs(student), 0.40))
+    base_out, wide_out = predict(convert(student, mode), images), predict(convert(wide, mode), images)
+    # dynamic: the widened depthwise kernel grows past DYNAMIC_RANGE_MIN_WEIGHTS and is quantized in
+    # the wide model only, which moves logits by a few 1e-4; the other modes change nothing but float noise
+    np.testing.assert_allclose(wide_out, base_out, atol=2e-3 if mode == "dynamic" else 1e-5)
+    assert np.array_equal(wide_out.argmax(1), base_out.argmax(1))
+
+
 def test_macs_per_channel_is_exact_for_every_plan(student) -> None:
     base = count_macs(student)
     for plan in plans(student):
