@@ -5,7 +5,11 @@ Real parts only: a loopback OpenSSH device pinned to one core, the real agent (p
 the real SQLite store, the real check (stored baseline -> A/B confirmation -> change points). The
 slower bundles are the ladder's (:mod:`pipeline.bench.ladder`): the same model with a widened
 layer whose extra channels feed zero weights, so predictions are identical and only the work
-grows. Each rung's true slowdown is measured by a long A/B session of its own.
+grows. Extra MACs are the knob, latency is the truth: a small model's fixed per-invoke cost
+dilutes extra MACs by a factor that differs from CPU to CPU, so the bench first measures, on this
+host, how much latency a probe rung's extra MACs buy, and sizes the rungs (+5/10/20/40 %) and the
+creep (+2 %/night) in latency from that slope. Each rung's true slowdown is then measured by a long
+A/B session of its own, and the targets are read against it.
 
 Drift is a CPU-bound competitor started halfway through a series on the device's core. A night is
 a whole farm run (deploy check, doctor, profile, A/B when suspect) followed by :func:`check_run`.
@@ -15,6 +19,7 @@ A false alarm is a verdict of ``regression`` or ``unconfirmed`` when the bundle 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -26,8 +31,9 @@ from typing import Any, Iterator, Optional
 
 import yaml
 
-from pipeline.bench.common import target, write_result
-from pipeline.bench.ladder import Rung, creep, ladder
+from pipeline.bench.common import machine, target, write_result
+from pipeline.bench.ladder import Rung, ladder
+from pipeline.errors import EdgeshipError
 from pipeline.farm.inventory import LoadedInventory, load_inventory
 from pipeline.farm.regression import check_run
 from pipeline.farm.runner import run_farm
@@ -37,7 +43,10 @@ from pipeline.lab.sshd import SSHServer
 from pipeline.progress import NullProgress, Progress
 
 PROFILING = {"runs": 200, "min_seconds": 1.0, "warmup": 20}
-RUNGS = (0.05, 0.10, 0.20, 0.40)
+SLOWDOWNS = (0.05, 0.10, 0.20, 0.40)  # asked-for latency slowdowns of the rungs
+PROBE_MACS = 1.0  # the calibration rung: +100 % MACs
+CREEP_PER_NIGHT, CREEP_NIGHTS = 0.02, 7
+MAX_EXTRA_MACS = 8.0
 FULL = {"aa": 100, "drift": 100, "rung": 20, "creep_stable": 14, "measure_blocks": 16}
 QUICK = {"aa": 10, "drift": 10, "rung": 4, "creep_stable": 12, "measure_blocks": 8}
 FALSE = ("regression", "unconfirmed")
@@ -160,17 +169,41 @@ def _creep(lab: GateLab, base: Path, creeping: list[Rung], stable: int, progress
             "baseline_check_passed_every_night": all(n["baseline_check"] != "regression" for n in nights)}
 
 
+def _calibrate(lab: GateLab, profile_name: str, blocks: int, progress: Progress) -> dict[str, Any]:
+    """Latency bought per extra MAC on this host, from one probe rung's long A/B."""
+    base, probe = ladder(profile_name, extra=(0.0, PROBE_MACS), progress=progress)
+    progress.note(f"[gate] calibrating: A/B of the base bundle against +{probe.extra_macs:.0%} MACs")
+    ratio = lab.true_ratio(base.bundle_dir, probe.bundle_dir, blocks)
+    slope = (ratio - 1.0) / probe.extra_macs if ratio else 0.0
+    if slope <= SLOWDOWNS[-1] / MAX_EXTRA_MACS:
+        raise EdgeshipError(
+            f"Gate bench: on this host, +{probe.extra_macs:.0%} MACs at layer {probe.layer} of profile '{profile_name}' "
+            f"made the model only x{ratio or 0:.3f} slower, too little to build a ladder of real slowdowns; "
+            "try a larger profile (--profile default)."
+        )
+    return {"probe_extra_macs": round(probe.extra_macs, 4), "probe_ratio": ratio, "latency_per_mac": round(slope, 4), "layer": probe.layer}
+
+
+def _sized(profile_name: str, slowdowns: list[float], labels: list[str], slope: float, progress: Progress) -> list[Rung]:
+    """Rungs whose extra MACs should cost ``slowdowns`` of latency at the calibrated slope."""
+    rungs = ladder(profile_name, extra=[s / slope for s in slowdowns], progress=progress)
+    return [dataclasses.replace(rung, label=label) for rung, label in zip(rungs, labels)]
+
+
 def run(profile_name: str = "default", progress: Progress | None = None, quick: bool = False) -> dict[str, Any]:
     progress = progress or NullProgress()
     sizes = QUICK if quick else FULL
-    rungs = ladder(profile_name, extra=(0.0, *RUNGS), progress=progress)
-    base, slower = rungs[0].bundle_dir, rungs[1:]
-    creeping = creep(profile_name, nights=7, progress=progress)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="edgeship-gate-bench-") as tmp:
         store = ResultsStore(Path(tmp) / "results.sqlite")
         lab = GateLab(Path(tmp), store)
         try:
+            calibration = _calibrate(lab, profile_name, sizes["measure_blocks"], progress)
+            slope = calibration["latency_per_mac"]
+            rungs = _sized(profile_name, [0.0, *SLOWDOWNS], ["base", *(f"+{s:.0%}" for s in SLOWDOWNS)], slope, progress)
+            base, slower = rungs[0].bundle_dir, rungs[1:]
+            nights = range(CREEP_NIGHTS + 1)
+            creeping = _sized(profile_name, [(1 + CREEP_PER_NIGHT) ** n - 1 for n in nights], [f"night {n}" for n in nights], slope, progress)
             lab.accept("gate", base)
             quiet = _series(lab, base, sizes["aa"], progress, "gate: A/A quiet")
             lab.accept("gate", base)
@@ -186,6 +219,7 @@ def run(profile_name: str = "default", progress: Progress | None = None, quick: 
                                  "statuses": s.statuses, "ab_ratios": s.ab_ratios}
                 curve.append(row)
             creep_result = _creep(lab, base, creeping, sizes["creep_stable"], progress)
+            creep_result["last_night_true_ratio"] = lab.true_ratio(base, creeping[-1].bundle_dir, sizes["measure_blocks"])
         finally:
             lab.close()
             store.close()
@@ -193,7 +227,9 @@ def run(profile_name: str = "default", progress: Progress | None = None, quick: 
     by_label = {row["label"]: row for row in curve}
     payload: dict[str, Any] = {
         "profile": profile_name, "quick": quick, "sizes": sizes, "bundle_id": base.name, "profiling": PROFILING,
-        "method": "one loopback sshd device pinned to core 0 (taskset), 1 interpreter thread; default regression policy",
+        "method": "one loopback sshd device pinned to core 0 (taskset), 1 interpreter thread; default regression policy; "
+        "rungs sized in latency from a calibration A/B on this host",
+        "calibration": calibration, "host": machine(),
         "aa_quiet": quiet.summary(), "aa_drift": drift.summary(),
         "sensitivity": curve, "creep": creep_result,
         "confirmation_cost": round(cost, 3), "seconds": round(time.monotonic() - started, 1),
@@ -201,9 +237,9 @@ def run(profile_name: str = "default", progress: Progress | None = None, quick: 
     payload["targets"] = {
         "aa_quiet_false_le_1_per_100": target(quiet.summary()["false_alarms"] * 100 / sizes["aa"], 1, False),
         "aa_drift_false_le_2_per_100": target(drift.summary()["false_alarms"] * 100 / sizes["drift"], 2, False),
-        "detect_10pct_ge_95pct": target(by_label["+10%"]["quiet"]["rate"], 0.95, True),
-        "detect_20pct_100pct": target(by_label["+20%"]["quiet"]["rate"], 1.0, True),
-        "detect_10pct_drift_ge_95pct": target(by_label["+10%"]["drift"]["rate"], 0.95, True),
+        "detect_10pct_ge_95pct": dict(target(by_label["+10%"]["quiet"]["rate"], 0.95, True), true_ratio=by_label["+10%"]["true_ratio"]),
+        "detect_20pct_100pct": dict(target(by_label["+20%"]["quiet"]["rate"], 1.0, True), true_ratio=by_label["+20%"]["true_ratio"]),
+        "detect_10pct_drift_ge_95pct": dict(target(by_label["+10%"]["drift"]["rate"], 0.95, True), true_ratio=by_label["+10%"]["true_ratio"]),
         "creep_flagged_within_7_nights": target(creep_result["first_flagged_night"] or 99, 7, False),
         "confirmation_cost_le_30pct": target(round(cost, 3), 0.30, False),
     }

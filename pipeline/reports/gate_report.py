@@ -64,14 +64,17 @@ def render(payload: Mapping[str, Any]) -> str:
         for k, t in payload["targets"].items()
     )
     host = payload.get("host", {})
+    calibration = payload.get("calibration", {})
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>edgeship gate bench</title><style>{STYLE}</style></head><body>
 <h1>Regression gate bench</h1>
-<p>{html.escape(payload.get('method', ''))}. Bundle {html.escape(payload['bundle_id'][:12])}, host CPU {html.escape(str(host.get('cpu_model', '?')))}.</p>
+<p>{html.escape(payload.get('method', ''))}. Bundle {html.escape(payload['bundle_id'][:12])}, host CPU {html.escape(str(host.get('cpu_model', '?')))}.
+Calibration: +{calibration.get('probe_extra_macs', 0) * 100:.0f}% MACs at {html.escape(str(calibration.get('layer')))} measured x{_cell(calibration.get('probe_ratio'))}.</p>
 <h2>Targets</h2><table><tr><th>target</th><th>value</th><th>limit</th><th>met</th></tr>{targets}</table>
 <h2>Sensitivity</h2><img alt="detection rate against measured slowdown" src="data:image/png;base64,{image}">
 <table><tr><th>rung</th><th>extra MACs</th><th>measured ratio</th><th>flagged, quiet</th><th>flagged, drift</th></tr>{rows}</table>
 <table><tr><th>series</th><th>false alarms</th><th>A/B confirmations run</th></tr>{aa}</table>
 <h2>Creep (+2 %/night, baseline re-accepted nightly)</h2>
+<p>Night {len(payload["creep"]["nights"])} measured x{_cell(payload["creep"].get("last_night_true_ratio"))} against the base bundle.</p>
 <table><tr><th>night</th><th>extra MACs</th><th>baseline check</th><th>history</th></tr>{creep}</table>
 </body></html>"""
 

@@ -22,6 +22,7 @@ def _payload() -> dict:
         "targets": {"detect_10pct_ge_95pct": {"value": 1.0, "limit": 0.95, "met": True},
                     "aa_drift_false_le_2_per_100": {"value": 3, "limit": 2, "met": False}},
         "host": {"cpu_model": "Test CPU"},
+        "calibration": {"probe_extra_macs": 1.0, "probe_ratio": 1.31, "layer": "block2_expand_conv"},
     }
 
 
@@ -31,5 +32,6 @@ def test_gate_page_shows_the_curve_the_table_and_the_creep(tmp_path: Path) -> No
     assert "<td>A/A drift</td><td>2/100</td><td>10</td>" in page
     assert page.count(">flagged<") == 4  # creep nights 4..7
     assert 'class="no">NO<' in page and "Test CPU" in page
+    assert "+100% MACs at block2_expand_conv measured x1.310" in page
     sources = re.findall(r'(?:src|href)="([^"]+)"', page)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
