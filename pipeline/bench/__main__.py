@@ -18,7 +18,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench")
     parser.add_argument("which", nargs="*", default=["build", "deploy", "farm", "compression", "onnx", "gate"], help="benchmarks to run (build, deploy, farm, fleet, compression, onnx, gate)")
     parser.add_argument("--profile", default="default")
-    parser.add_argument("--quick", action="store_true", help="gate: a tenth of the nights (a smoke run; targets not comparable)")
+    parser.add_argument("--quick", action="store_true", help="gate: a quarter of the nights (A/A 25+25, 8 per rung; targets not certified)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     console = Console()

@@ -48,7 +48,7 @@ PROBE_MACS = 1.0  # the calibration rung: +100 % MACs
 CREEP_PER_NIGHT, CREEP_NIGHTS = 0.02, 7
 MAX_EXTRA_MACS = 8.0
 FULL = {"aa": 100, "drift": 100, "rung": 20, "creep_stable": 14, "measure_blocks": 16}
-QUICK = {"aa": 10, "drift": 10, "rung": 4, "creep_stable": 12, "measure_blocks": 8}
+QUICK = {"aa": 25, "drift": 25, "rung": 8, "creep_stable": 12, "measure_blocks": 8}
 FALSE = ("regression", "unconfirmed")
 
 
@@ -126,10 +126,12 @@ class GateLab:
     def true_ratio(self, base: Path, slower: Path, blocks: int) -> Optional[float]:
         """The rung's slowdown from a long A/B of its own (median of paired block ratios)."""
         from pipeline.deploy.ab import ab_profile
+        from pipeline.deploy.deployer import deploy
         from pipeline.farm.confirmation import judge_pairs
         from pipeline.farm.policy import DEFAULT_POLICY
 
         target_cfg = self.inventories["gate"].devices[0].target
+        deploy(target_cfg, slower)  # the candidate must be installed; the next night redeploys its own bundle
         record, _ = ab_profile(target_cfg, baseline_id=base.name, candidate_id=slower.name, baseline_bundle=base, blocks=blocks)
         return judge_pairs(record.pairs(), record.samples("a"), record.samples("b"), DEFAULT_POLICY).ratio
 
@@ -190,6 +192,12 @@ def _sized(profile_name: str, slowdowns: list[float], labels: list[str], slope: 
     return [dataclasses.replace(rung, label=label) for rung, label in zip(rungs, labels)]
 
 
+def _checkpoint(partial: dict[str, Any], **section: Any) -> None:
+    """results/bench/gate.partial.json after every section: a long run cut short keeps its figures."""
+    partial.update(section)
+    write_result("gate.partial", partial)
+
+
 def run(profile_name: str = "default", progress: Progress | None = None, quick: bool = False) -> dict[str, Any]:
     progress = progress or NullProgress()
     sizes = QUICK if quick else FULL
@@ -204,10 +212,13 @@ def run(profile_name: str = "default", progress: Progress | None = None, quick: 
             base, slower = rungs[0].bundle_dir, rungs[1:]
             nights = range(CREEP_NIGHTS + 1)
             creeping = _sized(profile_name, [(1 + CREEP_PER_NIGHT) ** n - 1 for n in nights], [f"night {n}" for n in nights], slope, progress)
+            partial: dict[str, Any] = {"profile": profile_name, "sizes": sizes, "calibration": calibration, "host": machine()}
             lab.accept("gate", base)
             quiet = _series(lab, base, sizes["aa"], progress, "gate: A/A quiet")
+            _checkpoint(partial, aa_quiet=quiet.summary())
             lab.accept("gate", base)
             drift = _series(lab, base, sizes["drift"], progress, "gate: A/A with drift", drift=True)
+            _checkpoint(partial, aa_drift=drift.summary())
             curve = []
             for rung in slower:
                 ratio = lab.true_ratio(base, rung.bundle_dir, sizes["measure_blocks"])
@@ -218,6 +229,7 @@ def run(profile_name: str = "default", progress: Progress | None = None, quick: 
                     row[mode] = {"detected": sum(s.latency_flagged), "runs": sizes["rung"], "rate": sum(s.latency_flagged) / sizes["rung"],
                                  "statuses": s.statuses, "ab_ratios": s.ab_ratios}
                 curve.append(row)
+                _checkpoint(partial, sensitivity=curve)
             creep_result = _creep(lab, base, creeping, sizes["creep_stable"], progress)
             creep_result["last_night_true_ratio"] = lab.true_ratio(base, creeping[-1].bundle_dir, sizes["measure_blocks"])
         finally:
@@ -243,7 +255,7 @@ def run(profile_name: str = "default", progress: Progress | None = None, quick: 
         "creep_flagged_within_7_nights": target(creep_result["first_flagged_night"] or 99, 7, False),
         "confirmation_cost_le_30pct": target(round(cost, 3), 0.30, False),
     }
-    from pipeline.bench.gate_report import write_gate_report
+    from pipeline.reports.gate_report import write_gate_report
 
     payload["report"] = str(write_gate_report(payload))
     write_result("gate", payload)
