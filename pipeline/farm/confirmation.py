@@ -141,11 +141,13 @@ def confirm_on_device(
     *,
     timeout: Optional[float] = None,
     step: Optional[Callable[[str], None]] = None,
+    doctor: Any = None,
 ) -> tuple[ConfirmationCheck, Optional[dict[str, Any]]]:
     """Run the A/B on the connected device; returns the check and the agent's raw A/B record.
 
     Never raises for a device-side failure: a baseline that cannot be found, or an A/B that
-    fails, is an 'unavailable' check whose reason says why (the verdict becomes 'unconfirmed')."""
+    fails, is an 'unavailable' check whose reason says why (the verdict becomes 'unconfirmed').
+    ``doctor``: tonight's report from the deploy on this connection, so the A/B does not ask again."""
     from pipeline.deploy.ab import BaselineMissing, ab_profile
 
     policy = plan.policy
@@ -154,7 +156,7 @@ def confirm_on_device(
         record, source = ab_profile(
             target, transport=transport, baseline_id=plan.baseline_bundle_id, candidate_id=candidate_bundle_id,
             baseline_bundle=plan.host_bundle, blocks=policy.ab_blocks, runs_per_block=policy.ab_runs_per_block,
-            min_block_seconds=policy.ab_min_block_seconds, timeout=timeout, step=step,
+            min_block_seconds=policy.ab_min_block_seconds, timeout=timeout, step=step, doctor=doctor,
         )
     except BaselineMissing as exc:
         return ConfirmationCheck(status="unavailable", reason=f"baseline bundle missing: {exc}", seconds=time.monotonic() - started), None

@@ -10,6 +10,7 @@ section (validated by :class:`RegressionSettings`, unknown keys refused)::
       suspect_effect: 0.02      # stored-baseline slowdown (with p < alpha) that triggers the A/B
       ab_blocks: 8              # A/B pairs (AB, BA, AB, ... in one agent session)
       ab_runs_per_block: 30     # timed invokes per block, at least ab_min_block_seconds
+      ab_min_block_seconds: 0.1 # a block times at least this long
       ab_alpha: 0.05            # one-sided sign test over the pairs
       changepoints: true        # look for steps in each device's nightly medians
       changepoint_window: 60    # nights of history the detector reads
@@ -52,7 +53,7 @@ class Policy:
     suspect_effect: float = 0.02
     ab_blocks: int = 8
     ab_runs_per_block: int = 30
-    ab_min_block_seconds: float = 0.2
+    ab_min_block_seconds: float = 0.1
     ab_alpha: float = 0.05
     # change points over the nightly history (pipeline.farm.changepoints)
     changepoints: bool = True

@@ -131,7 +131,7 @@ def _attempt(
                 # while the connection (and the labgrid lease) is still held: same device state
                 notify(device.name, "confirming", f"A/B against {plan.baseline_bundle_id[:12]}: {why}")
                 outcome.confirmation, outcome.ab_record = confirm_on_device(
-                    plan, target, transport, deployed.bundle_id, timeout=timeout,
+                    plan, target, transport, deployed.bundle_id, timeout=timeout, doctor=deployed.doctor,
                     step=lambda message: notify(device.name, "confirming", message),
                 )
             return outcome
