@@ -1784,7 +1784,10 @@ def cmd_profile(args):
         interpreter, input_detail["index"], inputs, args.warmup, args.runs, args.min_seconds
     )
     device = device_fingerprint(args.emulated)
-    accuracy = evaluate(np, interpreter, input_detail["index"], output_detail["index"], inputs, labels, host)
+    n = len(inputs) if args.eval_images is None else min(args.eval_images, len(inputs))
+    accuracy = evaluate(
+        np, interpreter, input_detail["index"], output_detail["index"], inputs[:n], labels[:n], None if host is None else host[:n]
+    )
     peak_rss = peak_rss_mb()
     if device["governor"] not in (None, "performance"):
         warnings.append("CPU governor is %r, not 'performance'; latencies may vary with frequency scaling." % device["governor"])
@@ -2019,6 +2022,8 @@ def build_parser():
     profile.add_argument("--warmup", type=_non_negative_int, default=5, help="untimed invokes after the first (default 5)")
     profile.add_argument("--runtime", choices=runtime_choices, default="auto",
                          help="force one TFLite runtime, or onnxruntime to profile the bundle's model.onnx")
+    profile.add_argument("--eval-images", type=_positive_int, default=None, metavar="N",
+                         help="score accuracy on the first N eval images only (default: all); timing still cycles through all")
     profile.add_argument("--emulated", action="store_true", help="mark the device as emulated (e.g. qemu-user)")
     profile.add_argument("--benchmark-model", metavar="PATH|auto", default=None,
                          help="also run TFLite's benchmark_model on the same model; 'auto' looks on PATH")

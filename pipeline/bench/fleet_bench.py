@@ -6,8 +6,8 @@ Real parts only: loopback OpenSSH servers, each behind its own link emulator
 * ``fleet_scale``: a full farm run (fresh devices: agent and bundle uploaded, then profiled
   briefly) of 16 devices at concurrency 8, against one device over the same link; 8 devices (one
   wave) show what running agents side by side on this host's cores costs by itself. The profiling
-  is short on purpose (20 runs, 0.2 s): all agents share this host's cores, and the point is the
-  orchestrator's concurrency. CPU is accounted per device: the orchestrator (this process, less
+  is short on purpose (20 runs, 0.2 s, accuracy scored on the first 100 eval images): all agents
+  share this host's cores, and the point is the orchestrator's concurrency. CPU is accounted per device: the orchestrator (this process, less
   the link emulator's threads), the link emulator, and the device side (sshd and the agents).
 * ``flaky_links``: 20 deploys, each over a link that cuts once at a random byte of its upload,
   retried like the farm retries a device; how many end with the new release active and nothing
@@ -44,7 +44,7 @@ RTT = 0.1  # s
 RATE = 500_000  # bytes/s: 4 Mbit/s
 DEVICES = 16
 CONCURRENCY = 8
-PROFILING = {"runs": 20, "min_seconds": 0.2, "warmup": 2}
+PROFILING = {"runs": 20, "min_seconds": 0.2, "warmup": 2, "eval_images": 100}
 FLAKY_DEPLOYS = 20
 FLAKY_ATTEMPTS = 3  # one deploy and two retries, as an inventory with retries: 2
 SEED = 13

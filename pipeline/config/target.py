@@ -44,6 +44,9 @@ class ProfilingConfig(Strict):
     runs: int = Field(100, gt=0)
     min_seconds: float = Field(2.0, ge=0)
     warmup: int = Field(10, ge=0)
+    eval_images: Optional[int] = Field(
+        None, gt=0, description="score accuracy on the first N eval images only (a slow device, a brief farm run); all when absent"
+    )
 
 
 class SSHTransportConfig(Strict):

@@ -95,6 +95,8 @@ def profile(
                 "--output",
                 remote_out,
             ]
+            if settings.eval_images is not None:
+                args += ["--eval-images", str(settings.eval_images)]
             if target.emulated:
                 args.append("--emulated")
             agent = Agent(target, tr)

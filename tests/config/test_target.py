@@ -56,6 +56,7 @@ def test_defaults_and_name_from_file(tmp_path: Path):
     assert t.key_file is None and t.known_hosts == os.path.expanduser("~/.ssh/known_hosts")
     assert (target.keep_releases, target.default_profile, target.emulated, target.python) == (3, "default", False, "python3")
     assert (target.profiling.runs, target.profiling.min_seconds, target.profiling.warmup) == (100, 2.0, 10)
+    assert target.profiling.eval_images is None  # every eval image is scored unless a target says otherwise
     assert target.runtime == "auto"
 
 
@@ -82,6 +83,7 @@ def test_key_file_tilde_is_expanded(tmp_path: Path):
         ({"name": "my pi"}, "name", "letters, digits"),
         ({"name": "rpi4\n"}, "name", "letters, digits"),
         ({"profiling": {"min_seconds": float("inf")}}, "profiling.min_seconds", "finite number"),
+        ({"profiling": {"eval_images": 0}}, "profiling.eval_images", "greater than 0"),
         ({"transport": {"type": "ssh", "host": "h", "user": "u", "command_timeout": float("inf")}}, "transport.command_timeout", "finite number"),
         ({"transport": {"type": "ssh", "host": "h", "user": "u", "connect_timeout": float("nan")}}, "transport.connect_timeout", "finite number"),
         ({"transport": {"type": "local", "command_timeout": float("inf")}, "python": "host"}, "transport.command_timeout", "finite number"),

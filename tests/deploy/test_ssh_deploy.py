@@ -169,3 +169,12 @@ def test_ssh_transport_reused_for_deploy_and_profile(ssh_target, tmp_path, tiny_
         result = deploy(target, tiny_bundle_int8, transport=transport)
         run = profile(target, transport=transport, doctor=result.doctor, runs=3)
     assert run.record.latency.count >= 3
+
+
+def test_ssh_profile_scores_the_targets_eval_images(ssh_target, tmp_path, tiny_bundle_int8):
+    """profiling.eval_images reaches the agent: the record scores that many images, the timing is unchanged."""
+    target = ssh_target(remote_dir=tmp_path / "device", profiling={"runs": 7, "min_seconds": 0.0, "warmup": 1, "eval_images": 3})
+    with open_transport(target) as transport:
+        result = deploy(target, tiny_bundle_int8, transport=transport)
+        run = profile(target, transport=transport, doctor=result.doctor)
+    assert run.record.accuracy.count == 3 and run.record.latency.count == 7

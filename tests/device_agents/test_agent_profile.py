@@ -113,17 +113,23 @@ def test_profile_honours_min_seconds_and_emulated_and_output(tiny_bundle_int8: P
     assert any("emulat" in w for w in record["warnings"])
 
 
-def test_profile_reports_disagreements_image_by_image(tiny_bundle_int8: Path, tmp_path: Path) -> None:
-    """Rewrite the host predictions (and re-seal the bundle) so two images disagree on purpose."""
-    bundle = copy_bundle(tiny_bundle_int8, tmp_path)
+def _with_disagreements(bundle: Path, tmp_path: Path, indices: tuple[int, ...]) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray]:
+    """A re-sealed copy whose host predictions differ at ``indices``: (bundle, host, changed, labels)."""
+    bundle = copy_bundle(bundle, tmp_path)
     host = np.load(bundle / "eval" / "host_predictions.npy")
     labels = np.load(bundle / "eval" / "labels.npy")
     changed = host.copy()
-    changed[[1, 5]] = (host[[1, 5]] + 1) % 3
+    changed[list(indices)] = (host[list(indices)] + 1) % 3
     np.save(bundle / "eval" / "host_predictions.npy", changed)
     data = seal_manifest(manifest(bundle), hash_files(bundle))
     bundle = bundle.rename(bundle.with_name(data["bundle_id"]))
     (bundle / "manifest.json").write_text(json.dumps(data))
+    return bundle, host, changed, labels
+
+
+def test_profile_reports_disagreements_image_by_image(tiny_bundle_int8: Path, tmp_path: Path) -> None:
+    """Rewrite the host predictions (and re-seal the bundle) so two images disagree on purpose."""
+    bundle, host, changed, labels = _with_disagreements(tiny_bundle_int8, tmp_path, (1, 5))
 
     record = run_agent("profile", bundle, "--target", "local", "--runs", "2", "--min-seconds", "0").json
     acc = record["accuracy"]
@@ -131,6 +137,26 @@ def test_profile_reports_disagreements_image_by_image(tiny_bundle_int8: Path, tm
     assert acc["disagreements"] == [
         {"index": i, "label": int(labels[i]), "host": int(changed[i]), "device": int(host[i])} for i in (1, 5)
     ]
+
+
+
+@pytest.mark.parametrize("python, runtime", PYTHONS)
+def test_eval_images_scores_only_the_first_n(python: Path, runtime: str, tiny_bundle_int8: Path, tmp_path: Path) -> None:
+    """Images 1 and 5 disagree on purpose: scoring the first 4 sees one of them, the timing loop is untouched."""
+    bundle, host, _changed, labels = _with_disagreements(tiny_bundle_int8, tmp_path, (1, 5))
+    common = ("profile", bundle, "--target", "local", "--runs", "12", "--min-seconds", "0", "--runtime", runtime)
+
+    record = run_agent(*common, "--eval-images", "4", python=python).json
+    acc = record["accuracy"]
+    assert acc["count"] == 4 and acc["agreement_with_host"] == pytest.approx(3 / 4)
+    assert [d["index"] for d in acc["disagreements"]] == [1]
+    assert acc["top1"] == pytest.approx(float(np.mean(host[:4] == labels[:4])))  # device predicts what host did
+    assert record["latency_ms"]["count"] == 12
+
+    everything = run_agent(*common, "--eval-images", str(10 * len(host)), python=python).json["accuracy"]
+    assert everything["count"] == len(host) and [d["index"] for d in everything["disagreements"]] == [1, 5]
+    refused = run_agent(*common, "--eval-images", "0", python=python)
+    assert refused.returncode == 2 and "eval-images" in refused.error["error"]
 
 
 # --------------------------------------------------------------------------- helpers, in process
