@@ -2,7 +2,7 @@
 """edgeship device agent: verify, install and measure a model bundle on the device itself.
 
 This is the only edgeship code that runs on a device, so it is one file that needs nothing but
-Python >= 3.7, the standard library, numpy and a TFLite runtime (``ai_edge_litert``,
+Python >= 3.7, the standard library, numpy >= 1.16 and a TFLite runtime (``ai_edge_litert``,
 ``tflite_runtime`` or ``tensorflow.lite``). With ``--runtime onnxruntime`` and a bundle that ships
 ``model.onnx`` (manifest ``extra_models``), it profiles the ONNX model with onnxruntime instead.
 The host copies it to ``<remote dir>/bin/agent.py``.
@@ -39,6 +39,9 @@ Choices worth knowing when reading a profile record:
   interpreter was created, so the difference approximates the model's own cost.
 * The device fingerprint is taken after the timed loop, so frequency, temperature and throttling
   describe the device under load rather than at rest.
+* ``energy`` is an estimate from the Raspberry Pi 5's PMIC (``vcgencmd pmic_read_adc``): idle
+  board power read just before the timed loop, load power sampled every ~0.15 s during it,
+  ``(P_load - P_idle) x t / N`` per inference. Elsewhere it is null and ``energy_unavailable`` says why.
 """
 
 import argparse
@@ -60,6 +63,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import zlib
 
@@ -77,6 +81,11 @@ BUNDLE_ID_RE = re.compile(r"\A[0-9a-f]{16}\Z")
 XNNPACK_LOG_RE = re.compile(r"XNNPACK delegate", re.IGNORECASE)
 BENCHMARK_TIMEOUT_S = 900
 MAX_RUNTIME_LOG_CHARS = 2000
+# Energy from the Raspberry Pi 5's PMIC ADC (README, "Energy"): one subprocess per reading.
+PMIC_SOURCE = "vcgencmd pmic_read_adc"
+PMIC_TIMEOUT_S = 2.0  # one call; a firmware that hangs must not hold the profile
+PMIC_INTERVAL_S = 0.15  # between readings during the timed loop
+PMIC_IDLE_READINGS = 3
 
 # Default install limits (device_agents/README.md, "Archive limits"), each overridable by a flag.
 # A bundle is a model of up to a few hundred MB plus small eval arrays; a gzip bomb reaches ratios
@@ -755,7 +764,8 @@ def install_bundle(tarball, releases_dir, limits=None):
 def _distribution_version(*names):
     """Version from package metadata (Python >= 3.8), or None."""
     try:
-        from importlib import metadata
+        # importlib.metadata is new in 3.8; the ImportError below is 3.7's path (hence novermin)
+        from importlib import metadata  # novermin
     except ImportError:
         return None
     for name in names:
@@ -1020,6 +1030,14 @@ def is_termux():
     return "com.termux" in os.environ.get("PREFIX", "")
 
 
+def glibc_version():
+    """The C library's own glibc version ("2.31"), or None (musl, Android's bionic). The host's
+    doctor needs it: tflite-runtime 2.12.0's and 2.14.0's ARM wheels need glibc 2.34, newer than
+    Debian bullseye's. ``platform.libc_ver()`` would read the interpreter binary's symbols on 3.7."""
+    parts = (os.confstr("CS_GNU_LIBC_VERSION") or "").split()
+    return parts[1] if len(parts) == 2 and parts[0] == "glibc" else None
+
+
 def os_name():
     """PRETTY_NAME from os-release; Termux reports Android and its release from ``getprop``."""
     if is_termux():
@@ -1058,6 +1076,180 @@ def device_fingerprint(emulated):
         "python": platform.python_version(),
         "emulated": bool(emulated),
     }
+
+
+# ----------------------------------------------------------------------------------------- energy
+
+_PMIC_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+# " VDD_CORE_A current(7)=2.12500000A" and " VDD_CORE_V volt(15)=0.85000000V"
+_PMIC_LINE_RE = re.compile(
+    r"^\s*(?P<rail>\S+)_(?P<unit>[AV])\s+(?P<kind>current|volt)\(\d+\)=(?P<value>%s)(?P=unit)\s*$" % _PMIC_NUMBER
+)
+
+
+def parse_pmic_adc(text):
+    """Board power from ``vcgencmd pmic_read_adc``: ``{"power_w", "rails"}``.
+
+    The power is the sum of V x A over every rail printed with both a ``<RAIL>_A current(n)`` and a
+    ``<RAIL>_V volt(n)`` line; voltage-only rails (``EXT5V_V``, ``BATT_V``) carry no current, so no
+    power, and are left out. Raises ValueError saying why when no rail has both (a Pi 4's firmware
+    answers "Command not registered").
+    """
+    amps, volts = {}, {}
+    for line in text.splitlines():
+        match = _PMIC_LINE_RE.match(line)
+        if not match or (match.group("kind") == "current") != (match.group("unit") == "A"):
+            continue
+        (amps if match.group("unit") == "A" else volts)[match.group("rail")] = float(match.group("value"))
+    rails = sorted(set(amps) & set(volts))
+    if rails:
+        return {"power_w": math.fsum(amps[rail] * volts[rail] for rail in rails), "rails": len(rails)}
+    if amps or volts:
+        raise ValueError("%s printed no rail with both a current and a voltage" % PMIC_SOURCE)
+    said = " / ".join(line.strip() for line in text.splitlines() if line.strip())
+    raise ValueError("%s printed no PMIC readings%s" % (PMIC_SOURCE, (": %s" % said[:200]) if said else " (empty output)"))
+
+
+def read_pmic_power(binary, timeout=PMIC_TIMEOUT_S):
+    """One reading of the board's power in W; ValueError (saying why) when there is none.
+
+    The command runs in its own session and the whole group is killed at ``timeout``, so a hung
+    firmware call (or a child of it holding the pipe) cannot hold the profile."""
+    try:
+        proc = subprocess.Popen(
+            [binary, "pmic_read_adc"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        )
+    except (OSError, ValueError) as exc:
+        raise ValueError("%s could not run: %s" % (PMIC_SOURCE, exc))
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, 9)  # SIGKILL, to the whole session
+        except OSError:
+            proc.kill()
+        proc.communicate()
+        raise ValueError("%s did not answer within %.1f s" % (PMIC_SOURCE, timeout))
+    text = out.decode("utf-8", "replace")
+    if proc.returncode != 0:
+        said = " / ".join(line.strip() for line in (text + err.decode("utf-8", "replace")).splitlines() if line.strip())
+        raise ValueError("%s exited with status %d%s" % (PMIC_SOURCE, proc.returncode, (": %s" % said[:200]) if said else ""))
+    return parse_pmic_adc(text)["power_w"]
+
+
+class PowerSampler(object):
+    """Reads the board's power every ``interval`` s in a daemon thread while the timed loop runs.
+
+    It never raises: a failed reading is counted and its reason kept. :meth:`stop` waits at most
+    one reading's timeout for the thread, and keeps only readings that started before it."""
+
+    def __init__(self, binary, interval=PMIC_INTERVAL_S):
+        self.binary = binary
+        self.interval = interval
+        self._readings = []
+        self._failures = 0
+        self._last_error = None
+        self._lock = threading.Lock()
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="edgeship-pmic-sampler")
+        self._thread.daemon = True
+
+    def start(self):
+        self._thread.start()
+
+    def _run(self):
+        while not self._halt.is_set():
+            try:
+                watts = read_pmic_power(self.binary)
+            except Exception as exc:  # anything at all: the profile must not die of its power meter
+                with self._lock:
+                    self._failures += 1
+                    self._last_error = str(exc) or type(exc).__name__
+            else:
+                with self._lock:
+                    self._readings.append(watts)
+            self._halt.wait(self.interval)
+
+    def stop(self):
+        """``(readings in W, failed readings, last failure's reason or None)``."""
+        self._halt.set()
+        self._thread.join(PMIC_TIMEOUT_S + 1.0)
+        with self._lock:
+            return list(self._readings), self._failures, self._last_error
+
+
+class EnergyMeter(object):
+    """The record's ``energy`` from the PMIC: idle power read just before the timed loop, load power
+    sampled during it, ``(P_load - P_idle) x t / N`` per inference (README, "Energy").
+
+    Without ``vcgencmd`` (or when its first idle reading fails) nothing is sampled, so the timed
+    loop runs exactly as it would without the meter; :meth:`result` then gives the reason."""
+
+    def __init__(self, warnings, binary=None):
+        self.warnings = warnings
+        self.binary = binary if binary is not None else shutil.which("vcgencmd")
+        self.reason = None if self.binary else "no vcgencmd on PATH (not a Raspberry Pi, or its firmware tools are missing)"
+        self.idle = []
+        self.sampler = None
+        self.energy = None
+
+    def start(self):
+        """Idle readings, then the sampler; called right before the timed loop."""
+        if self.reason:
+            return
+        try:
+            for i in range(PMIC_IDLE_READINGS):
+                if i:
+                    time.sleep(PMIC_INTERVAL_S)
+                self.idle.append(read_pmic_power(self.binary))
+        except ValueError as exc:
+            if not self.idle:
+                self.reason = str(exc)
+                return
+        try:
+            self.sampler = PowerSampler(self.binary)
+            self.sampler.start()
+        except (RuntimeError, OSError) as exc:  # no thread to be had
+            self.sampler = None
+            self.reason = "could not start the power sampler: %s" % exc
+
+    def stop(self, seconds, invokes):
+        """Right after the timed loop: ``seconds`` it took, ``invokes`` it timed."""
+        if self.sampler is None:
+            return
+        readings, failures, last_error = self.sampler.stop()
+        self.sampler = None
+        if not readings or not invokes or seconds <= 0:
+            self.reason = "no %s reading completed during the %.2f s timed loop%s" % (
+                PMIC_SOURCE, seconds, (": %s" % last_error) if last_error else "; time it longer (--min-seconds)"
+            )
+            return
+        idle = math.fsum(self.idle) / len(self.idle)
+        load = math.fsum(readings) / len(readings)
+        if load <= idle:
+            self.warnings.append(
+                "Energy: board power during the timed loop (%.3f W) was not above idle (%.3f W); the model's "
+                "draw is within the PMIC's noise, so energy.mj_per_inference is not meaningful." % (load, idle)
+            )
+        self.energy = {  # 9 significant digits: a tiny model's mJ would lose them to round(x, 6)
+            "mj_per_inference": float("%.9g" % ((load - idle) * seconds / invokes * 1000.0)),
+            "gross_mj_per_inference": float("%.9g" % (load * seconds / invokes * 1000.0)),
+            "load_power_w": float("%.9g" % load),
+            "idle_power_w": float("%.9g" % idle),
+            "samples": len(readings),
+            "idle_samples": len(self.idle),
+            "failed_samples": failures,
+            "seconds": round(seconds, 6),
+            "invokes": invokes,
+            "estimated": True,
+            "source": PMIC_SOURCE,
+        }
+
+    def result(self):
+        """``(energy object or None, reason it is None or None)``."""
+        if self.energy is not None:
+            return self.energy, None
+        return None, self.reason or "energy was not measured"
 
 
 # ----------------------------------------------------------------------------------------- memory
@@ -1425,11 +1617,18 @@ def timed_invoke(interpreter):
     return (time.perf_counter() - start) * 1000.0
 
 
-def measure_latency(interpreter, input_index, inputs, warmup, runs, min_seconds):
+def measure_latency(interpreter, input_index, inputs, warmup, runs, min_seconds, meter=None):
     """First invoke, ``warmup`` untimed invokes, then :func:`timed_samples`. Images rotate so
-    caches see realistic inputs."""
+    caches see realistic inputs. ``meter`` (an :class:`EnergyMeter`) reads idle power right before
+    the timed loop and samples the board's power in its own thread while the loop runs."""
     first = warm_up(interpreter, input_index, inputs, warmup)
-    return first, timed_samples(interpreter, input_index, inputs, runs, min_seconds)
+    if meter is None:
+        return first, timed_samples(interpreter, input_index, inputs, runs, min_seconds)
+    meter.start()
+    start = time.perf_counter()
+    samples = timed_samples(interpreter, input_index, inputs, runs, min_seconds)
+    meter.stop(time.perf_counter() - start, len(samples))
+    return first, samples
 
 
 def warm_up(interpreter, input_index, inputs, warmup):
@@ -1710,6 +1909,7 @@ def cmd_doctor(args):
         "os": safe_probe(os_name),
         "termux": is_termux(),
         "cores": safe_probe(os.cpu_count),
+        "glibc": safe_probe(glibc_version),
     }
 
 
@@ -1780,9 +1980,11 @@ def cmd_profile(args):
     if class_names is not None and outputs != len(class_names):
         warnings.append("The model has %d outputs but labels.txt names %d classes." % (outputs, len(class_names)))
 
+    meter = EnergyMeter(warnings)
     first_ms, samples = measure_latency(
-        interpreter, input_detail["index"], inputs, args.warmup, args.runs, args.min_seconds
+        interpreter, input_detail["index"], inputs, args.warmup, args.runs, args.min_seconds, meter
     )
+    energy, energy_unavailable = meter.result()
     device = device_fingerprint(args.emulated)
     n = len(inputs) if args.eval_images is None else min(args.eval_images, len(inputs))
     accuracy = evaluate(
@@ -1813,6 +2015,8 @@ def cmd_profile(args):
         "runtime": dict(runtime_info(np, runtime_name, runtime_version, threads, threads_used), delegate=delegate),
         "latency_ms": latency,
         "memory": {"peak_rss_mb": peak_rss, "baseline_rss_mb": baseline_rss},
+        "energy": energy,
+        "energy_unavailable": energy_unavailable,
         "accuracy": accuracy,
         "benchmark_model": benchmark,
         "warnings": warnings,

@@ -31,6 +31,15 @@ def _console(stderr: bool = False):
     return make_console(stderr=stderr)
 
 
+def _energy_cell(record: ProfileRecord) -> str:
+    """``0.0412 mJ (est., 5.92 W load / 1.77 W idle)``, or why the device gave no estimate."""
+    energy = record.energy
+    if energy is None:
+        return f"{fmt.MISSING} ({record.energy_unavailable})" if record.energy_unavailable else fmt.MISSING
+    powers = f", {fmt.number(energy.load_power_w, '.2f')} W load / {fmt.number(energy.idle_power_w, '.2f')} W idle"
+    return f"{energy.mj_per_inference:.4f} mJ (est.{powers})"
+
+
 def profile_table(record: ProfileRecord, title: Optional[str] = None):
     """The headline numbers of a profile record as a rich table."""
     from rich.table import Table
@@ -48,6 +57,7 @@ def profile_table(record: ProfileRecord, title: Optional[str] = None):
         ("init", fmt.ms(lat.init)),
         ("first invoke", fmt.ms(lat.first)),
         ("peak RSS", fmt.number(mem.peak_rss_mb, ".1f", suffix=" MB")),
+        ("energy per inference", _energy_cell(record)),
         ("top-1 accuracy", fmt.number(acc.top1, ".4f") + (f" (n={acc.count})" if acc.count is not None else "")),
         ("agreement with host", fmt.number(acc.agreement_with_host, ".4f")),
         ("runtime", f"{rt.name or fmt.MISSING} {rt.version or ''}".strip()),
@@ -248,6 +258,7 @@ def doctor(target: str, as_json: bool) -> None:
         elif not report.selected_runtime:
             table.add_row("TFLite runtime", f"none of {', '.join(cfg.runtime_preference)}", bad)
         table.add_row("machine", f"{report.machine or '?'} (target says {cfg.arch})", "")
+        table.add_row("glibc", report.glibc or "?", "")
         table.add_row("os", f"{report.os or '?'}{' (Termux)' if report.termux else ''}", "")
         table.add_row("cores", str(report.cores or "?"), "")
         table.add_row("agent", "uploaded" if report.agent_uploaded else "up to date", "")

@@ -93,6 +93,36 @@ class Memory:
 
 
 @dataclass(frozen=True)
+class Energy:
+    """The agent's PMIC estimate (``energy``): only boards that can tell (a Raspberry Pi 5) send one.
+
+    ``mj_per_inference`` is ``(load_power_w - idle_power_w) x seconds / invokes`` in mJ: the energy
+    the model adds above the idle board, the number the regression check compares.
+    """
+
+    mj_per_inference: float
+    load_power_w: Optional[float] = None
+    idle_power_w: Optional[float] = None
+    gross_mj_per_inference: Optional[float] = None
+    samples: Optional[int] = None
+    idle_samples: Optional[int] = None
+    source: Optional[str] = None
+    estimated: bool = True
+
+    @classmethod
+    def parse(cls, data: Any) -> Optional["Energy"]:
+        """None for a record without a usable estimate (no object, or no finite mJ per inference)."""
+        if not isinstance(data, Mapping) or _num(data, "mj_per_inference") is None:
+            return None
+        return cls(
+            mj_per_inference=float(data["mj_per_inference"]), load_power_w=_num(data, "load_power_w"),
+            idle_power_w=_num(data, "idle_power_w"), gross_mj_per_inference=_num(data, "gross_mj_per_inference"),
+            samples=_int(data, "samples"), idle_samples=_int(data, "idle_samples"), source=_str(data, "source"),
+            estimated=data.get("estimated") is not False,
+        )
+
+
+@dataclass(frozen=True)
 class Accuracy:
     """Top-1 on the bundle's eval subset, and image-by-image agreement with the host's predictions."""
 
@@ -167,6 +197,18 @@ class DeviceInfo:
         return [flag for flag in THROTTLING_NOW if self.throttling.get(flag) is True]
 
 
+def _energy_unavailable(data: Mapping[str, Any]) -> Optional[str]:
+    """Why the record has no energy: the agent's reason, or one of ours for an unusable object."""
+    reason = _str(data, "energy_unavailable")
+    if reason or Energy.parse(data.get("energy")) is not None:
+        return reason
+    if "energy" not in data:
+        return "the agent that measured this predates energy estimates"
+    if data.get("energy") is not None:
+        return "the record's energy object has no finite mj_per_inference"
+    return "the record has no energy estimate and gives no reason"
+
+
 @dataclass(frozen=True)
 class ProfileRecord:
     """One ``profile`` run of the agent on one device."""
@@ -185,6 +227,9 @@ class ProfileRecord:
     accuracy: Accuracy = field(default_factory=Accuracy)
     benchmark_model: Optional[Mapping[str, Any]] = None
     warnings: tuple[str, ...] = ()
+    # None when the device could not tell (energy_unavailable says why) or the agent predates energy.
+    energy: Optional[Energy] = None
+    energy_unavailable: Optional[str] = None
 
     @classmethod
     def parse(cls, data: Any) -> "ProfileRecord":
@@ -203,6 +248,7 @@ class ProfileRecord:
             memory=Memory.parse(data.get("memory")), accuracy=Accuracy.parse(data.get("accuracy")),
             benchmark_model=benchmark if isinstance(benchmark, Mapping) else None,
             warnings=tuple(str(w) for w in warnings) if isinstance(warnings, list) else (),
+            energy=Energy.parse(data.get("energy")), energy_unavailable=_energy_unavailable(data),
         )
 
     def to_json(self) -> dict[str, Any]:

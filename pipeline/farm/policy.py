@@ -15,6 +15,8 @@ section (validated by :class:`RegressionSettings`, unknown keys refused)::
       changepoints: true        # look for steps in each device's nightly medians
       changepoint_window: 60    # nights of history the detector reads
       changepoint_recent: 7     # a step of a new bundle is flagged for this many nights
+      energy_rel: 0.10          # energy per inference may grow by max(10 %, energy_abs_mj)
+      energy_abs_mj: 0.01       # before it is a regression (PMIC estimates are noisier than RSS)
 
 Every verdict records the policy that produced it (:meth:`Policy.to_dict`), so a report
 regenerated months later shows what the gate was asked to do at the time.
@@ -44,6 +46,8 @@ class Policy:
     agreement_tolerance: float = 0.0
     memory_rel: float = 0.05
     memory_abs_mb: float = 2.0
+    energy_rel: float = 0.10
+    energy_abs_mj: float = 0.01
     noise_window: int = 30
     noise_min_pairs: int = 4
     noise_quantile: float = 0.95
@@ -83,6 +87,8 @@ class RegressionSettings(Strict):
     agreement_tolerance: Optional[float] = Field(None, ge=0, le=1)
     memory_rel: Optional[float] = Field(None, ge=0)
     memory_abs_mb: Optional[float] = Field(None, ge=0)
+    energy_rel: Optional[float] = Field(None, ge=0)
+    energy_abs_mj: Optional[float] = Field(None, ge=0)
     noise_window: Optional[int] = Field(None, ge=2)
     confirm: Optional[bool] = None
     suspect_effect: Optional[float] = Field(None, ge=0, lt=10)

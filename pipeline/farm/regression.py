@@ -60,6 +60,12 @@ Accuracy and memory
 * peak RSS regresses when it grows by more than max(``memory_rel`` * baseline, ``memory_abs_mb``)
   = max(5 %, 2 MB): the relative part scales with big models, the absolute part keeps the
   allocator's few-MB jitter on small ones from raising alarms. It improves when it shrinks by as much.
+* energy per inference (the agent's PMIC estimate above idle, mJ; only boards that can tell, a
+  Raspberry Pi 5, have one) is compared like peak RSS, and only when both runs have an estimate:
+  it regresses when it grows by more than max(``energy_rel`` * baseline, ``energy_abs_mj``) =
+  max(10 %, 0.01 mJ), and improves when it shrinks by as much. The relative part is wider than
+  memory's because the estimate subtracts two noisy board-power means; a run without an estimate
+  (another board, an older agent, a baseline from before) is ``not-compared`` and says why.
 
 Runs that are not comparable never pass or fail: throttled/too hot/malformed results are
 ``invalid``; a result without a baseline (or whose only baseline was measured under emulation while
@@ -75,11 +81,14 @@ import numpy as np
 
 from pipeline.deploy.record import ProfileRecord
 from pipeline.farm.policy import DEFAULT_POLICY, Policy
+from pipeline.farm.resource_checks import check_energy, check_memory
 from pipeline.farm.rows import Baseline, NoiseFloor, Result
 from pipeline.farm.trend import add_trend
 from pipeline.farm.stats import bootstrap_median_ratio_ci, mann_whitney_u, noise_floor_from_medians
 from pipeline.farm.store import ResultsStore
-from pipeline.farm.verdicts import STATUSES, THRESHOLD_SLACK, AccuracyCheck, ConfirmationCheck, LatencyCheck, MemoryCheck, Verdict
+from pipeline.farm.verdicts import (
+    STATUSES, THRESHOLD_SLACK, AccuracyCheck, ConfirmationCheck, LatencyCheck, Verdict,
+)
 
 EXIT_OK = 0
 EXIT_REGRESSION = 1
@@ -185,26 +194,6 @@ def check_accuracy(baseline: Result, candidate: Result, *, policy: Policy = DEFA
     return check, reasons
 
 
-def check_memory(baseline: Result, candidate: Result, *, policy: Policy = DEFAULT_POLICY) -> tuple[MemoryCheck, list[str]]:
-    check = MemoryCheck(status="not-compared", baseline_mb=baseline.peak_rss_mb, candidate_mb=candidate.peak_rss_mb)
-    if baseline.peak_rss_mb is None or candidate.peak_rss_mb is None or baseline.peak_rss_mb <= 0:
-        return check, []
-    check.delta_mb = candidate.peak_rss_mb - baseline.peak_rss_mb
-    check.ratio = candidate.peak_rss_mb / baseline.peak_rss_mb
-    check.threshold_mb = max(policy.memory_rel * baseline.peak_rss_mb, policy.memory_abs_mb)
-    if check.delta_mb > check.threshold_mb + THRESHOLD_SLACK:
-        check.status = "regression"
-        return check, [
-            f"memory regression: peak RSS {candidate.peak_rss_mb:.1f} MB vs baseline {baseline.peak_rss_mb:.1f} MB "
-            f"(+{check.delta_mb:.1f} MB > allowed {check.threshold_mb:.1f} MB)"
-        ]
-    if -check.delta_mb > check.threshold_mb + THRESHOLD_SLACK:
-        check.status = "improvement"
-        return check, [f"memory improvement: peak RSS {check.delta_mb:+.1f} MB"]
-    check.status = "pass"
-    return check, []
-
-
 def _runtime_notes(baseline: Result, candidate: Result) -> list[str]:
     notes = []
     b_rec, c_rec = baseline.record or ProfileRecord(raw={}), candidate.record or ProfileRecord(raw={})
@@ -232,7 +221,8 @@ def compare(
         device=candidate.device, profile_name=candidate.profile_name, status="pass",
         device_class=candidate.device_class, run_id=candidate.run_id, result_id=candidate.id,
         bundle_id=candidate.bundle_id, emulated=candidate.emulated, p50=candidate.p50, top1=candidate.top1,
-        peak_rss_mb=candidate.peak_rss_mb, policy=policy.to_dict(),
+        peak_rss_mb=candidate.peak_rss_mb, energy_mj_per_inference=candidate.energy_mj_per_inference,
+        policy=policy.to_dict(),
     )
     if candidate.status == "unreachable":
         verdict.status = "unreachable"
@@ -270,7 +260,10 @@ def compare(
     verdict.latency, lat_reasons = check_latency(baseline_samples, candidate_samples, policy=policy, noise_floor=noise_floor)
     verdict.accuracy, acc_reasons = check_accuracy(base, candidate, policy=policy)
     verdict.memory, mem_reasons = check_memory(base, candidate, policy=policy)
+    verdict.energy, energy_reasons = check_energy(base, candidate, policy=policy)
     verdict.notes = _runtime_notes(base, candidate)
+    if verdict.energy.reason and (base.energy_mj_per_inference is not None or candidate.energy_mj_per_inference is not None):
+        verdict.notes.append(f"energy not compared: {verdict.energy.reason}")  # one side has it: say why not
     if confirmation is not None:
         verdict.confirmation = confirmation
         lat_reasons = _confirmed_latency(verdict.latency, confirmation, lat_reasons, verdict.notes)
@@ -280,14 +273,15 @@ def compare(
             return verdict
     elif verdict.latency.status == "regression" and policy.confirm:
         verdict.notes.append("latency regression not confirmed by an A/B: none was run for this result")
-    regressed = verdict.latency_regressed or "regression" in (verdict.accuracy.status, verdict.memory.status)
+    others = (verdict.accuracy.status, verdict.memory.status, verdict.energy.status)
+    regressed = verdict.latency_regressed or "regression" in others
     if regressed:
         verdict.status = "regression"
     elif confirmation is not None and confirmation.status == "unavailable":
         verdict.status = "unconfirmed"
-    elif "improvement" in (verdict.latency.status, verdict.accuracy.status, verdict.memory.status):
+    elif "improvement" in (verdict.latency.status, *others):
         verdict.status = "improvement"
-    verdict.reasons = lat_reasons + acc_reasons + mem_reasons
+    verdict.reasons = lat_reasons + acc_reasons + mem_reasons + energy_reasons
     return verdict
 
 

@@ -58,6 +58,10 @@ class Result:
     throttled: bool
     emulated: bool
     created: str
+    # The record's energy estimate (None: the device could not tell, or the row predates energy).
+    energy_mj_per_inference: Optional[float] = None
+    power_w: Optional[float] = None
+    idle_power_w: Optional[float] = None
 
     @property
     def comparable(self) -> bool:
@@ -95,7 +99,7 @@ class NoiseFloor:
 # The SELECT lists the converters below read, in table order.
 RESULT_COLUMNS = (
     "id, run_id, device, device_class, bundle_id, profile_name, status, error, record_path, record, "
-    "p50, mean, peak_rss_mb, top1, agreement, throttled, emulated, created"
+    "p50, mean, peak_rss_mb, top1, agreement, throttled, emulated, created, energy_mj_per_inference, power_w, idle_power_w"
 )
 RUN_COLUMNS = "id, kind, started_at, finished_at, status, inventory, profile_name, info, host, pid, heartbeat_at"
 
@@ -107,7 +111,8 @@ def result_from_row(row: sqlite3.Row) -> Result:
         record_path=row["record_path"], record=ProfileRecord.parse(json.loads(row["record"])) if row["record"] else None,
         p50=row["p50"], mean=row["mean"], peak_rss_mb=row["peak_rss_mb"], top1=row["top1"],
         agreement=row["agreement"], throttled=bool(row["throttled"]), emulated=bool(row["emulated"]),
-        created=row["created"],
+        created=row["created"], energy_mj_per_inference=row["energy_mj_per_inference"], power_w=row["power_w"],
+        idle_power_w=row["idle_power_w"],
     )
 
 

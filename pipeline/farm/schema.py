@@ -1,6 +1,6 @@
 """The results store's schema: every table, and the numbered steps that build it.
 
-Version 3 (``schema_version`` holds the applied version, :data:`MIGRATIONS` the steps; the shared
+Version 4 (``schema_version`` holds the applied version, :data:`MIGRATIONS` the steps; the shared
 runner in :mod:`pipeline.sqlite_store` applies them)
 -----------------------------------------------------------------------------------------------
 runs       id, kind farm|profile, started_at, finished_at, status running|finished|aborted,
@@ -10,7 +10,8 @@ devices    name PK, target_file, device_class, tags (json), emulated, last_seen
 bundles    bundle_id PK, profile_name, manifest (json or NULL until registered), created
 results    id, run_id -> runs, device, device_class, bundle_id -> bundles, profile_name,
            status ok|unreachable|failed|timeout|invalid|busy, error, record_path, record (json), p50,
-           mean, peak_rss_mb, top1, agreement, throttled, emulated, created
+           mean, peak_rss_mb, top1, agreement, throttled, emulated, created, energy_mj_per_inference,
+           power_w, idle_power_w                   (energy: NULL unless the device could tell)
 samples    result_id -> results, idx, latency_ms           (raw timed samples, PK(result_id, idx))
 baselines  device_key (device name or device class), profile_name, result_id -> results,
            accepted_at, PK(device_key, profile_name)
@@ -22,6 +23,8 @@ confirmations  result_id PK -> results, status, check_json (the ConfirmationChec
 
 Version 2 adds the result status ``busy`` (a labgrid place someone else held for the whole wait).
 Version 3 adds ``confirmations``: the device's interleaved A/B for a result whose latency was suspect.
+Version 4 adds the energy columns of ``results`` (the record's ``energy``: mJ per inference above
+idle, load and idle board power in W), filled for rows already stored from the record JSON they keep.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import re
 
 from pipeline.sqlite_store import Migration
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 RUN_KINDS = ("farm", "profile")
 RUN_STATUSES = ("running", "finished", "aborted")
 RESULT_STATUSES = ("ok", "unreachable", "failed", "timeout", "invalid", "busy")
@@ -162,4 +165,27 @@ CREATE TABLE confirmations (
 );
 """
 
-MIGRATIONS: list[Migration] = [(1, _SCHEMA_V1), (2, _V2_RESULT_BUSY), (3, _V3_CONFIRMATIONS)]
+
+def _from_record(path: str) -> str:
+    """The record JSON's number at ``path``, NULL when the record is not JSON or holds no number there."""
+    return (
+        f"CASE WHEN record IS NOT NULL AND json_valid(record) AND json_type(record, '{path}') IN ('real', 'integer')"
+        f" THEN json_extract(record, '{path}') END"
+    )
+
+
+# Columns are added (ALTER TABLE ADD COLUMN keeps every row and every reference to the table), then
+# filled from the stored record: a newer agent's record stored by an older edgeship already carries
+# its ``energy`` object, so nothing it measured is lost.
+_V4_ENERGY = f"""
+ALTER TABLE results ADD COLUMN energy_mj_per_inference REAL;
+ALTER TABLE results ADD COLUMN power_w REAL;
+ALTER TABLE results ADD COLUMN idle_power_w REAL;
+UPDATE results SET
+    energy_mj_per_inference = {_from_record('$.energy.mj_per_inference')},
+    power_w = {_from_record('$.energy.load_power_w')},
+    idle_power_w = {_from_record('$.energy.idle_power_w')}
+WHERE record IS NOT NULL;
+"""
+
+MIGRATIONS: list[Migration] = [(1, _SCHEMA_V1), (2, _V2_RESULT_BUSY), (3, _V3_CONFIRMATIONS), (4, _V4_ENERGY)]

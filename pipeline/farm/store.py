@@ -285,6 +285,7 @@ class ResultsStore(BaselineQueries):
             mean = float(np.mean(samples)) if mean is None else mean
         bundle_id = rec.bundle_id if rec is not None else None
         profile_name = profile_name or (rec.profile if rec is not None else None)
+        energy = rec.energy if rec is not None else None
 
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
@@ -299,15 +300,17 @@ class ResultsStore(BaselineQueries):
                 )
             cursor = conn.execute(
                 "INSERT INTO results (run_id, device, device_class, bundle_id, profile_name, status, error, record_path,"
-                " record, p50, mean, peak_rss_mb, top1, agreement, throttled, emulated, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " record, p50, mean, peak_rss_mb, top1, agreement, throttled, emulated, created,"
+                " energy_mj_per_inference, power_w, idle_power_w)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id, device, device_class, bundle_id, profile_name, status, error,
                     str(record_path) if record_path is not None else None,
                     json.dumps(rec.to_json(), sort_keys=True, default=str) if rec is not None else None,
                     p50, mean, rec.memory.peak_rss_mb if rec else None, rec.accuracy.top1 if rec else None,
                     rec.accuracy.agreement_with_host if rec else None, int(bool(rec and rec.throttled_now)), int(is_emulated),
-                    utc_now(),
+                    utc_now(), energy.mj_per_inference if energy else None, energy.load_power_w if energy else None,
+                    energy.idle_power_w if energy else None,
                 ),
             )
             result_id = int(cursor.lastrowid)

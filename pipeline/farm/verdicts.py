@@ -82,6 +82,19 @@ class MemoryCheck:
 
 
 @dataclass
+class EnergyCheck:
+    """Energy per inference above idle (mJ), compared only when both runs have an estimate."""
+
+    status: str  # 'pass' | 'regression' | 'improvement' | 'not-compared'
+    baseline_mj: Optional[float] = None
+    candidate_mj: Optional[float] = None
+    delta_mj: Optional[float] = None
+    ratio: Optional[float] = None
+    threshold_mj: Optional[float] = None
+    reason: Optional[str] = None  # why it was not compared
+
+
+@dataclass
 class ConfirmationCheck:
     """The interleaved A/B on the device (baseline A, candidate B, one agent session), run only when
     the stored-baseline comparison suspected a latency regression."""
@@ -122,12 +135,14 @@ class Verdict:
     p50: Optional[float] = None
     top1: Optional[float] = None
     peak_rss_mb: Optional[float] = None
+    energy_mj_per_inference: Optional[float] = None
     baseline_key: Optional[str] = None
     baseline_result_id: Optional[int] = None
     baseline_bundle_id: Optional[str] = None
     latency: Optional[LatencyCheck] = None
     accuracy: Optional[AccuracyCheck] = None
     memory: Optional[MemoryCheck] = None
+    energy: Optional[EnergyCheck] = None
     confirmation: Optional[ConfirmationCheck] = None
     policy: dict[str, Any] = field(default_factory=dict)  # the regression Policy that decided this
     change_points: list[dict[str, Any]] = field(default_factory=list)  # {index, result_id, run_id, before, after, ratio}
@@ -137,8 +152,8 @@ class Verdict:
         return asdict(self)
 
     def regressed_metrics(self) -> list[str]:
-        """Which of latency, accuracy (top-1), agreement and memory regressed, in that order: a run
-        flagged only for memory must say so, not just "regression"."""
+        """Which of latency, accuracy (top-1), agreement, memory and energy regressed, in that order: a
+        run flagged only for memory must say so, not just "regression"."""
         metrics = []
         if self.latency_regressed:
             metrics.append("latency")
@@ -150,6 +165,8 @@ class Verdict:
             metrics.append("agreement")
         if self.memory is not None and self.memory.status == "regression":
             metrics.append("memory")
+        if self.energy is not None and self.energy.status == "regression":
+            metrics.append("energy")
         return metrics
 
     @property
@@ -167,7 +184,8 @@ class Verdict:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Verdict":
         values = {k: v for k, v in data.items() if k in {f.name for f in fields(cls)}}
-        for name, kind in (("latency", LatencyCheck), ("accuracy", AccuracyCheck), ("memory", MemoryCheck), ("confirmation", ConfirmationCheck)):
+        for name, kind in (("latency", LatencyCheck), ("accuracy", AccuracyCheck), ("memory", MemoryCheck), ("energy", EnergyCheck),
+                           ("confirmation", ConfirmationCheck)):
             if isinstance(values.get(name), Mapping):
                 values[name] = _known(kind, values[name])
         return cls(**values)

@@ -106,3 +106,23 @@ def test_profile_table_prints_counts_as_whole_numbers() -> None:
     out = io.StringIO()
     Console(file=out, width=200).print(profile_table(ProfileRecord.parse(raw)))
     assert "18,920" in out.getvalue() and "e+04" not in out.getvalue()
+
+
+@pytest.mark.parametrize("energy, shown", [
+    (0.0412, "0.0412 mJ (est., "),
+    (None, "no vcgencmd on PATH"),
+    ("absent", "predates energy estimates"),
+])
+def test_profile_table_shows_the_energy_estimate_or_why_there_is_none(energy, shown: str) -> None:
+    import io
+
+    from rich.console import Console
+
+    from pipeline.cli.deploy import profile_table
+    from pipeline.deploy.record import ProfileRecord
+    from tests.helpers.records import make_record
+
+    out = io.StringIO()
+    Console(file=out, width=250).print(profile_table(ProfileRecord.parse(make_record([0.1] * 50, energy=energy))))
+    row = next(line for line in out.getvalue().splitlines() if "energy per inference" in line)
+    assert shown in row

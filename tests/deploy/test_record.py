@@ -69,3 +69,36 @@ def test_runtime_differences_name_each_field() -> None:
     a = ProfileRecord.parse(make_record(latency_samples(4, n=5), runtime_version="2.14.0", threads=4))
     b = ProfileRecord.parse(make_record(latency_samples(4, n=5), runtime_version="2.16.1", threads=2))
     assert [d[0] for d in a.runtime.differences(b.runtime)] == ["version", "threads_used"]
+
+
+# ------------------------------------------------------------------------------------- energy
+
+
+def test_a_pi5_record_carries_its_energy_estimate() -> None:
+    data = json.loads(json.dumps(make_record(latency_samples(1, n=50), energy=0.85)))
+    record = ProfileRecord.parse(data)
+    assert record.energy is not None and record.energy_unavailable is None
+    assert record.energy.mj_per_inference == 0.85 and record.energy.idle_power_w == 2.5
+    assert record.energy.load_power_w == data["energy"]["load_power_w"] > 2.5
+    assert record.energy.samples == data["energy"]["samples"] and record.energy.idle_samples == 3
+    assert record.energy.estimated is True and record.energy.source == "vcgencmd pmic_read_adc"
+    assert record.invalid_reasons() == [] and record.to_json() == data
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda d: None, "no vcgencmd on PATH"),  # what the agent says on a board without vcgencmd
+        (lambda d: (d.pop("energy"), d.pop("energy_unavailable")), "predates energy estimates"),
+        (lambda d: d.update(energy={"mj_per_inference": "lots"}, energy_unavailable=None), "no finite mj_per_inference"),
+        (lambda d: d.update(energy={"load_power_w": 4.0}, energy_unavailable=None), "no finite mj_per_inference"),
+        (lambda d: d.update(energy_unavailable=None), "gives no reason"),
+    ],
+)
+def test_a_record_without_usable_energy_says_why_and_stays_valid(change, reason: str) -> None:
+    data = make_record(latency_samples(1, n=50), energy=None)
+    change(data)
+    record = ProfileRecord.parse(data)
+    assert record.energy is None
+    assert reason in record.energy_unavailable
+    assert record.invalid_reasons() == []  # no energy is not a reason to refuse the latency

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import io
 import json
+import os
 import sys
 import tarfile
 from pathlib import Path
@@ -21,7 +22,7 @@ from tests.helpers.agent_runner import (
     skip_without_agent_venv,
 )
 
-DOCTOR_KEYS = {"python", "numpy", "runtimes", "not_probed", "selected_runtime", "machine", "os", "termux", "cores"}
+DOCTOR_KEYS = {"python", "numpy", "runtimes", "not_probed", "selected_runtime", "machine", "os", "termux", "cores", "glibc"}
 
 
 # ------------------------------------------------------------------------------------ the file
@@ -62,6 +63,7 @@ def test_doctor_in_main_venv() -> None:
     assert report["termux"] is False
     assert isinstance(report["cores"], int) and report["cores"] >= 1
     assert report["machine"]
+    assert report["glibc"] == os.confstr("CS_GNU_LIBC_VERSION").split()[1]  # what doctor picks wheels by
 
 
 def test_doctor_prefer_stops_at_first_importable_runtime() -> None:

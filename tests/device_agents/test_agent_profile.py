@@ -17,7 +17,7 @@ from tests.helpers.agent_runner import PYTHONS, copy_bundle, load_agent_module, 
 
 RECORD_KEYS = {
     "schema_version", "bundle_id", "profile", "target", "started_at", "finished_at", "device", "runtime",
-    "latency_ms", "memory", "accuracy", "benchmark_model", "warnings",
+    "latency_ms", "memory", "energy", "energy_unavailable", "accuracy", "benchmark_model", "warnings",
 }
 DEVICE_KEYS = {
     "hostname", "machine", "cpu_model", "cores", "governor", "frequency_mhz", "temperature_c", "throttling",
@@ -90,6 +90,8 @@ def test_profile_record(python: Path, runtime: str, which: str, request: pytest.
 
     assert record["benchmark_model"] is None
     assert isinstance(record["warnings"], list)
+    # a Pi 5 gives an estimate (test_agent_energy.py); anywhere else energy is null and says why
+    assert (record["energy"] is None) == isinstance(record["energy_unavailable"], str)
 
 
 def test_profile_honours_min_seconds_and_emulated_and_output(tiny_bundle_int8: Path, tmp_path: Path) -> None:

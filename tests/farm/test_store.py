@@ -55,7 +55,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.execute("UPDATE schema_version SET version = 99")
     conn.commit()
     conn.close()
-    with pytest.raises(StoreError, match=r"newer than this edgeship understands \(3\); upgrade edgeship or point \$EDGESHIP_RESULTS"):
+    with pytest.raises(StoreError, match=r"newer than this edgeship understands \(4\); upgrade edgeship or point \$EDGESHIP_RESULTS"):
         ResultsStore(path)
 
 
@@ -106,7 +106,7 @@ def test_a_version_1_store_with_samples_baselines_and_verdicts_upgrades_to_busy(
         conn.execute("INSERT INTO results (run_id, device, status, created) VALUES (7, 'x', 'busy', 'now')")
     conn.close()
     with ResultsStore(path) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 3
+        assert store.schema_version() == SCHEMA_VERSION == 4
         assert store.get_samples(3).tolist() == [12.0, 13.0]
         assert store.get_result(3).p50 == 12.5
         assert store.saved_verdicts(7) == [{"status": "pass"}]

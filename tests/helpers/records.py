@@ -51,7 +51,10 @@ def make_record(
     temperature_c: Optional[float] = 55.2,
     threads: int = 4,
     runtime_version: str = "2.14.0",
+    energy: Any = "absent",
 ) -> dict[str, Any]:
+    """``energy``: leave it out (a record from before energy estimates, the default), a float (mJ per
+    inference: a Pi 5's estimate), or ``None`` (an agent that says why it could not tell)."""
     samples = [round(float(s), 6) for s in samples]
     ordered = sorted(samples)
     arr = np.asarray(samples)
@@ -61,7 +64,7 @@ def make_record(
     if agreement is not None:
         for i in range(int(round((1 - agreement) * count))):
             disagreements.append({"index": i, "label": i % 10, "host": i % 10, "device": (i + 1) % 10})
-    return {
+    record = {
         "schema_version": 1,
         "bundle_id": bundle_id,
         "profile": profile,
@@ -113,4 +116,20 @@ def make_record(
         },
         "benchmark_model": None,
         "warnings": (["Measured under emulation (--emulated): latencies do not represent the real device."] if emulated else []),
+    }
+    if energy is None:
+        record.update(energy=None, energy_unavailable="no vcgencmd on PATH (not a Raspberry Pi, or its firmware tools are missing)")
+    elif energy != "absent":
+        record.update(energy=energy_object(float(energy), float(arr.sum()) / 1000, len(samples)), energy_unavailable=None)
+    return record
+
+
+def energy_object(mj_per_inference: float, seconds: float, invokes: int, idle_power_w: float = 2.5) -> dict[str, Any]:
+    """The agent's ``energy`` object for a Pi 5 whose model adds ``mj_per_inference`` above idle."""
+    load = idle_power_w + mj_per_inference * invokes / 1000 / seconds
+    return {
+        "mj_per_inference": mj_per_inference, "gross_mj_per_inference": round(load * seconds / invokes * 1000, 6),
+        "load_power_w": round(load, 6), "idle_power_w": idle_power_w, "samples": max(1, int(seconds / 0.15)),
+        "idle_samples": 3, "failed_samples": 0, "seconds": round(seconds, 6), "invokes": invokes, "estimated": True,
+        "source": "vcgencmd pmic_read_adc",
     }
