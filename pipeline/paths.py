@@ -37,6 +37,7 @@ def builtin_targets_dir() -> Path:
     return PROJECT_ROOT / "targets"
 
 
-def generated_targets_dir() -> Path:
-    """Targets written by edgeship itself while the device they describe runs (``edgeship emu start``)."""
-    return results_dir() / "emu" / "targets"
+def generated_targets_dirs() -> list[Path]:
+    """Targets written by edgeship itself while the device they describe runs (``edgeship emu start``):
+    each emulated kind's home (``results/emu``, ``results/emu-rpi3``) has its own."""
+    return [results_dir() / "emu" / "targets", *sorted(results_dir().glob("emu-*/targets"))]

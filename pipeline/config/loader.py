@@ -6,7 +6,7 @@ The message names the file and the dotted key, which is what a user needs to fix
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Type, TypeVar
+from typing import Any, Callable, Optional, Type, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -26,8 +26,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-def resolve_named_yaml(name_or_path: str | Path, folder: Path, what: str, hint: str) -> Path:
-    """``quick``, ``quick.yaml`` or a path: a bare name means ``folder/<name>.yaml``, which must exist."""
+def resolve_named_yaml(
+    name_or_path: str | Path, folder: Path, what: str, hint: str, listed: Optional[Callable[[Path], bool]] = None
+) -> Path:
+    """``quick``, ``quick.yaml`` or a path: a bare name means ``folder/<name>.yaml``, which must exist.
+
+    The error lists the folder's files as the known names; ``listed`` leaves out files that live
+    there but are something else (targets/ also holds a farm inventory)."""
     text = str(name_or_path)
     candidate = Path(text)
     if candidate.suffix in (".yaml", ".yml") or candidate.parent != Path("."):
@@ -35,7 +40,7 @@ def resolve_named_yaml(name_or_path: str | Path, folder: Path, what: str, hint: 
     builtin = folder / f"{text}.yaml"
     if builtin.is_file():
         return builtin
-    known = sorted(p.stem for p in folder.glob("*.yaml"))
+    known = sorted(p.stem for p in folder.glob("*.yaml") if listed is None or listed(p))
     raise ConfigError(f"No {what} named '{text}': there is no file {builtin}. Known {what}s: {', '.join(known) or '(none)'}; {hint}")
 
 

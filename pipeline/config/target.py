@@ -18,12 +18,13 @@ import shlex
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
+import yaml
 from pydantic import Field, ValidationError, field_validator
 from pydantic_core import InitErrorDetails
 
 from pipeline.config.loader import Strict, describe_validation_error, read_yaml, resolve_named_yaml
 from pipeline.errors import ConfigError
-from pipeline.paths import builtin_targets_dir, generated_targets_dir
+from pipeline.paths import builtin_targets_dir, generated_targets_dirs
 
 RUNTIMES: tuple[str, ...] = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 # Not a TFLite runtime and never part of "auto": listed first, the agent profiles the bundle's
@@ -207,23 +208,48 @@ def _unsafe_remote_dir(value: str) -> Optional[str]:
     return None
 
 
+def is_inventory_data(data: object) -> bool:
+    """A farm inventory (``edgeship farm run -i``) has a top-level ``devices:`` list; no target can
+    have that key, so the content says which kind of file it is, whatever its name."""
+    return isinstance(data, dict) and isinstance(data.get("devices"), list)
+
+
+def is_target_file(path: Path) -> bool:
+    """False for a farm inventory kept among the targets; an unreadable file still counts (its load
+    error names the problem)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return True
+    return not is_inventory_data(data)
+
+
 def resolve_target_path(name_or_path: str | Path) -> Path:
     """Accept ``rpi4``, ``rpi4.yaml`` or a path to any YAML file. A bare name that is not in targets/
     may be a target edgeship wrote while its device runs (``emu-rpi4``: ``edgeship emu start``)."""
     text = str(name_or_path)
-    generated = generated_targets_dir() / f"{text}.yaml"
-    if Path(text).name == text and not (builtin_targets_dir() / f"{text}.yaml").is_file() and generated.is_file():
-        return generated
+    if Path(text).name == text and not (builtin_targets_dir() / f"{text}.yaml").is_file():
+        for directory in generated_targets_dirs():
+            if (directory / f"{text}.yaml").is_file():
+                return directory / f"{text}.yaml"
     return resolve_named_yaml(
         name_or_path, builtin_targets_dir(), "target",
         "or pass a path to a target YAML file (copy one of targets/*.yaml to add a device). The emulated "
-        "Raspberry Pi's target emu-rpi4 exists only while it runs: start it with `sudo edgeship emu start`.",
+        "Raspberry Pis' targets emu-rpi4 and emu-rpi3 exist only while they run: start one with "
+        "`sudo edgeship emu start --device rpi4` (or rpi3), or run `sudo make deploy TARGET=emu-rpi3`.",
+        listed=is_target_file,
     )
 
 
 def load_target(name_or_path: str | Path) -> TargetConfig:
     path = resolve_target_path(name_or_path)
     data = read_yaml(path, "Target")
+    if is_inventory_data(data):
+        raise ConfigError(
+            f"Target file {path} is a farm inventory (it has a top-level 'devices' list), not a target: "
+            f"use it with `edgeship farm run -i {path}` or `edgeship farm show -i {path}`, and name one of its "
+            "devices' target files (its 'target' keys) where a target is wanted."
+        )
     data.setdefault("name", path.stem)
     return parse_target(data, f"Target file {path}")
 

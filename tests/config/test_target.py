@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config.target import TargetConfig, load_target
+from pipeline.config.target import TargetConfig, is_target_file, load_target
 from pipeline.errors import ConfigError
 from pipeline.paths import builtin_targets_dir
 
@@ -117,6 +117,32 @@ def test_unknown_target_name_lists_the_known_ones():
         load_target("no-such-device")
     assert "No target named 'no-such-device'" in str(err.value)
     assert "rpi4" in str(err.value) and "local" in str(err.value)
+
+
+def test_known_targets_leave_out_the_farm_inventory():
+    with pytest.raises(ConfigError) as err:
+        load_target("no-such-device")
+    known = str(err.value).split("Known targets: ")[1].split(";")[0].split(", ")
+    assert known == SHIPPED and "farm" not in known
+
+
+def test_inventories_are_told_apart_by_content_not_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An inventory under any name stays out of the list; a broken file stays in (its error names it)."""
+    (tmp_path / "board.yaml").write_text(yaml.safe_dump(BASE))
+    (tmp_path / "racks.yaml").write_text(yaml.safe_dump({"name": "lab-3", "devices": [{"name": "d", "target": "board", "host": "h"}]}))
+    (tmp_path / "farm-notes.yaml").write_text(yaml.safe_dump(dict(BASE, description="a target whose name says farm")))
+    (tmp_path / "broken.yaml").write_text("arch: [\n")
+    monkeypatch.setattr("pipeline.config.target.builtin_targets_dir", lambda: tmp_path)
+    with pytest.raises(ConfigError, match=r"Known targets: board, broken, farm-notes;"):
+        load_target("nothing-here")
+    assert is_target_file(tmp_path / "board.yaml") and not is_target_file(tmp_path / "racks.yaml")
+
+
+def test_loading_an_inventory_as_a_target_says_what_it_is():
+    with pytest.raises(ConfigError) as err:
+        load_target("farm")
+    message = str(err.value)
+    assert "farm.yaml is a farm inventory" in message and "edgeship farm run -i" in message and "\n" not in message
 
 
 def test_invalid_yaml_names_the_line(tmp_path: Path):
