@@ -53,7 +53,10 @@ build: setup
 
 # PROFILE on the command line (a name or a YAML path, e.g. one written by `edgeship sweep --select`)
 # overrides the target's default_profile.
+# An emulated device's target (emu-rpi4, emu-rpi3) exists while it runs: start it first (root; the first
+# start builds its rootfs). It keeps running afterwards; `make emu-stop` stops it.
 deploy: setup
+	@case "$(TARGET)" in emu-rpi4|emu-rpi3) $(EDGESHIP) emu start --device $(TARGET:emu-%=%) || exit 2;; esac
 	$(EDGESHIP) deploy $(TARGET) $(if $(filter command line,$(origin PROFILE)),--profile $(PROFILE))
 
 # The accuracy-vs-cost sweep of profiles/sweeps/$(GRID).yaml on $(TARGET); add SELECT="latency_ms<=..,accuracy>=.."
@@ -71,7 +74,7 @@ doctor: setup
 rollback: setup
 	$(EDGESHIP) rollback $(TARGET)
 
-# Nightly without hardware: loopback sshd devices plus, as root, the emulated Raspberry Pi
+# Nightly without hardware: loopback sshd devices plus, as root, both emulated Raspberry Pis
 # (results/lab/farm.yaml), unless INVENTORY names your farm. PROFILE=quick (a name or a YAML path)
 # builds and deploys that profile instead of each target's default_profile (`default`, a 20-30 minute
 # build when nothing is cached).
@@ -83,7 +86,7 @@ GATE ?= 0
 nightly: setup agent-venv
 	@if [ "$(INVENTORY)" = "results/lab/farm.yaml" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then $(EDGESHIP) lab start --devices $(LAB_DEVICES) --with-emulated-pi || exit 2; \
-	  else echo "edgeship: not root, so the emulated Raspberry Pi is left out (run as root to include it)"; $(EDGESHIP) lab start --devices $(LAB_DEVICES) || exit 2; fi; \
+	  else echo "edgeship: not root, so the emulated Raspberry Pis are left out (run as root to include them)"; $(EDGESHIP) lab start --devices $(LAB_DEVICES) || exit 2; fi; \
 	fi
 	@$(EDGESHIP) nightly --inventory $(INVENTORY) $(NIGHTLY_PROFILE); status=$$?; \
 	if [ "$(INVENTORY)" = "results/lab/farm.yaml" ]; then $(EDGESHIP) lab stop; fi; \
@@ -96,10 +99,12 @@ lab-start: setup agent-venv
 lab-stop: setup
 	$(EDGESHIP) lab stop
 
-# Emulated Raspberry Pi (arm64 Debian under qemu-user, target emu-rpi4); needs root. The first run
-# builds the rootfs (~4 min) and caches it under results/emu/.
+# Emulated Raspberry Pis under qemu-user; need root. EMU_DEVICE=rpi4 (arm64 Debian bookworm, target
+# emu-rpi4, cached under results/emu/) or rpi3 (32-bit armhf bullseye, target emu-rpi3, under
+# results/emu-rpi3/), or all. The first start of each builds its rootfs (a few minutes) once.
+EMU_DEVICE ?= rpi4
 emu-device: setup
-	$(EDGESHIP) emu start
+	$(EDGESHIP) emu start --device $(EMU_DEVICE)
 
 emu-stop: setup
 	$(EDGESHIP) emu stop
@@ -117,7 +122,7 @@ test: setup agent-venv
 bench: setup agent-venv
 	$(PY) -m pipeline.bench
 
-# Stop the emulated device first: while it runs, the host's /dev is bind-mounted inside results/emu.
+# Stop the emulated devices first: while one runs, the host's /dev is bind-mounted inside its results/emu*.
 clean:
 	-@[ -x $(EDGESHIP) ] && $(EDGESHIP) emu stop >/dev/null 2>&1; true
 	rm -rf --one-file-system results

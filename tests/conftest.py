@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Fixtures every folder may use (a real sshd, device Pythons, bundle variants); plain helpers are
 # imported from tests.helpers directly.
-pytest_plugins = ["tests.helpers.device_fixtures"]
+pytest_plugins = ["tests.helpers.device_fixtures", "tests.helpers.emu_prebuild"]
 
 
 @pytest.fixture(autouse=True)

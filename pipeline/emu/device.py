@@ -1,8 +1,9 @@
-"""Run the emulated Raspberry Pi: its own aarch64 sshd, chrooted into the cached rootfs, on loopback.
+"""Run an emulated Raspberry Pi: its own ARM sshd, chrooted into the kind's cached rootfs, on loopback.
 
 ``start`` binds /proc, /sys, /dev and /dev/pts into the rootfs, makes throwaway ed25519 host and
-client keys, launches ``chroot ROOTFS /usr/sbin/sshd -D`` (aarch64 code, run by qemu through
-binfmt_misc) on a free 127.0.0.1 port, and writes a target file (``results/emu/targets/emu-rpi4.yaml``)
+client keys, launches ``chroot ROOTFS /usr/sbin/sshd -D`` (ARM code, run by qemu through
+binfmt_misc) on a free 127.0.0.1 port, and writes a target file (``results/emu/targets/emu-rpi4.yaml``,
+``results/emu-rpi3/targets/emu-rpi3.yaml``)
 whose known_hosts holds exactly that host key, checked strictly. ``stop`` ends sshd and every
 process running inside the rootfs, unmounts the binds in reverse order and removes the run files;
 the rootfs stays cached.
@@ -36,7 +37,8 @@ from pipeline.emu.layout import (
     TARGET_NAME,
     EmuLayout,
 )
-from pipeline.emu.rootfs import CHROOT_ENV, HOSTNAME, cached_image, leftovers, read_stamp, remove_leftovers
+from pipeline.emu.kinds import DEFAULT_KIND, EmuKind
+from pipeline.emu.rootfs import CHROOT_ENV, cached_image, leftovers, read_stamp, remove_leftovers
 from pipeline.errors import EdgeshipError
 from pipeline.fsutil import atomic_write_json, atomic_write_text
 from pipeline.proc_identity import is_same_process, start_ticks
@@ -45,10 +47,7 @@ from pipeline.safe_paths import confined, open_log, tail_text
 Log = Callable[[str], None]
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT = 90.0  # sshd under emulation needs a few seconds; a loaded CI machine more
-LATENCY_WARNING = (
-    "EMULATED device (qemu-user aarch64 on an x86_64 host): predictions and accuracy are real ARM results, "
-    "but latency numbers are emulation and are NOT Raspberry Pi timings."
-)
+LATENCY_WARNING = DEFAULT_KIND.latency_warning()
 
 
 @dataclass
@@ -69,14 +68,11 @@ class DeviceStatus:
     processes: list[int] = field(default_factory=list)
     binfmt: dict[str, Optional[str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
-
-    @property
-    def target_name(self) -> str:
-        return TARGET_NAME
+    target_name: str = TARGET_NAME
+    machine: str = DEFAULT_KIND.machine
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["target_name"] = TARGET_NAME
         return json.loads(json.dumps(data, default=str))
 
 
@@ -88,17 +84,18 @@ def start(layout: Optional[EmuLayout] = None, log: Log = lambda _: None) -> Devi
     if current.running:
         log(f"already running: sshd pid {current.pid} on {LOOPBACK}:{current.port}")
         return current
-    host.require_root("Starting the emulated Raspberry Pi")
+    name = layout.target_name
+    host.require_root(f"Starting the emulated device {name}")
     with layout.locked(log):
         current = status(layout)
         if current.running:  # started by another command while we waited for the lock
             return current
         if cached_image(layout) is None:
             raise EdgeshipError(
-                f"There is no built emulated Raspberry Pi under {layout.image} (or it is from an older recipe). "
-                "Build it first with `edgeship emu build` (several minutes, once)."
+                f"There is no built emulated device {name} under {layout.image} (or it is from an older recipe). "
+                f"Build it first with `edgeship emu build --device {layout.kind.name}` (several minutes, once)."
             )
-        host.prepare_host("Starting the emulated Raspberry Pi", log)
+        host.prepare_host(f"Starting the emulated device {name}", log, layout.kind)
         _teardown(layout, log)  # leftovers of a run that crashed or of a reboot
         _write_keys(layout)
         mounts.bind_system_dirs(layout.rootfs, within=layout.root)
@@ -111,7 +108,7 @@ def start(layout: Optional[EmuLayout] = None, log: Log = lambda _: None) -> Devi
         except BaseException:
             _teardown(layout, log)
             raise
-        log(f"{TARGET_NAME} is up: aarch64 sshd pid {proc.pid} on {LOOPBACK}:{port}, target {layout.target_file}")
+        log(f"{name} is up: {layout.kind.machine} sshd pid {proc.pid} on {LOOPBACK}:{port}, target {layout.target_file}")
         return status(layout)
 
 
@@ -122,7 +119,7 @@ def stop(layout: Optional[EmuLayout] = None, log: Log = lambda _: None) -> Devic
     found = status(layout)
     if not (layout.state.exists() or found.mounts or found.processes or leftovers(layout)):
         return found  # nothing to stop
-    host.require_root("Stopping the emulated Raspberry Pi")
+    host.require_root(f"Stopping the emulated device {layout.target_name}")
     with layout.locked(log):
         _teardown(layout, log)
         remove_leftovers(layout, log)
@@ -132,8 +129,11 @@ def stop(layout: Optional[EmuLayout] = None, log: Log = lambda _: None) -> Devic
 def status(layout: Optional[EmuLayout] = None) -> DeviceStatus:
     """Read-only: is sshd alive and answering, what is mounted, what the image is."""
     layout = layout or EmuLayout.default()
-    found = DeviceStatus(running=False, root=layout.root, rootfs=layout.rootfs, image=read_stamp(layout))
-    found.binfmt = host.binfmt_state()
+    found = DeviceStatus(
+        running=False, root=layout.root, rootfs=layout.rootfs, image=read_stamp(layout),
+        target_name=layout.target_name, machine=layout.kind.machine,
+    )  # fmt: skip
+    found.binfmt = host.binfmt_state(layout.kind)
     if layout.rootfs.exists():
         try:
             confined(layout.rootfs, layout.root)
@@ -163,7 +163,9 @@ def status(layout: Optional[EmuLayout] = None) -> DeviceStatus:
         found.running = True
     if found.binfmt.get("enabled") != "yes":
         found.running = False
-        found.problems.append("the binfmt_misc handler for aarch64 is gone (after a reboot?); `edgeship emu start` registers it")
+        found.problems.append(
+            f"the binfmt_misc handler for {layout.kind.machine} is gone (after a reboot?); `edgeship emu start` registers it"
+        )
     return found
 
 
@@ -212,8 +214,8 @@ def _write_private(path: Path, data: bytes) -> None:
 
 def _write_keys(layout: EmuLayout) -> None:
     """New host key inside the rootfs, new client key on the host, authorized_keys inside the rootfs."""
-    host_private, host_public = _ed25519_pair(f"{TARGET_NAME}-host")
-    client_private, client_public = _ed25519_pair(f"edgeship-{TARGET_NAME}-client")
+    host_private, host_public = _ed25519_pair(f"{layout.target_name}-host")
+    client_private, client_public = _ed25519_pair(f"edgeship-{layout.target_name}-client")
     etc = layout.in_rootfs(DEVICE_ETC)
     etc.mkdir(mode=0o755, parents=True, exist_ok=True)
     _write_private(layout.in_rootfs(DEVICE_HOST_KEY), host_private)
@@ -223,11 +225,11 @@ def _write_keys(layout: EmuLayout) -> None:
     atomic_write_text(Path(f"{layout.client_key}.pub"), client_public + "\n")
 
 
-def sshd_config(port: int) -> str:
+def sshd_config(port: int, kind: EmuKind = DEFAULT_KIND) -> str:
     """Key-only root login on loopback; no PAM (nothing to configure inside the chroot)."""
     return "\n".join(
         [
-            f"# written by `edgeship emu start`; {LATENCY_WARNING}",
+            f"# written by `edgeship emu start`; {kind.latency_warning()}",
             f"Port {port}",
             f"ListenAddress {LOOPBACK}",
             f"HostKey {DEVICE_HOST_KEY}",
@@ -235,7 +237,7 @@ def sshd_config(port: int) -> str:
             f"AuthorizedKeysFile {DEVICE_AUTHORIZED_KEYS}",
             "PubkeyAuthentication yes",
             "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
+            *kind.sshd_options,
             "PermitRootLogin prohibit-password",
             "UsePAM no",
             "UseDNS no",
@@ -261,21 +263,21 @@ def free_port() -> int:
 _SSHD_SCRIPT = 'hostname "$1" && exec chroot "$2" /usr/sbin/sshd -D -e -f "$3"'
 
 
-def sshd_argv(rootfs: Path) -> list[str]:
+def sshd_argv(rootfs: Path, hostname: str = DEFAULT_KIND.hostname) -> list[str]:
     """``unshare --uts`` + ``chroot ROOTFS /usr/sbin/sshd -D``; sshd ends up with this process's PID."""
-    return ["unshare", "--uts", "sh", "-c", _SSHD_SCRIPT, "sh", HOSTNAME, str(rootfs), DEVICE_SSHD_CONFIG]
+    return ["unshare", "--uts", "sh", "-c", _SSHD_SCRIPT, "sh", hostname, str(rootfs), DEVICE_SSHD_CONFIG]
 
 
 def _launch_sshd(layout: EmuLayout, log: Log, attempts: int = 3) -> tuple[subprocess.Popen, int]:
     """Start the rootfs's sshd on a free port (another free port if that one was taken meanwhile)."""
     for attempt in range(attempts):
         port = free_port()
-        atomic_write_text(layout.in_rootfs(DEVICE_SSHD_CONFIG), sshd_config(port))
+        atomic_write_text(layout.in_rootfs(DEVICE_SSHD_CONFIG), sshd_config(port, layout.kind))
         layout.in_rootfs("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
-        log(f"starting the aarch64 sshd under qemu on {LOOPBACK}:{port}")
+        log(f"starting the {layout.kind.machine} sshd under qemu on {LOOPBACK}:{port}")
         with open_log(layout.sshd_log) as out:
             proc = subprocess.Popen(
-                sshd_argv(layout.rootfs),
+                sshd_argv(layout.rootfs, layout.kind.hostname),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=CHROOT_ENV,
                 start_new_session=True,  # survives the edgeship command that started it
             )  # fmt: skip
@@ -319,12 +321,12 @@ def _write_known_hosts(layout: EmuLayout, port: int) -> None:
 
 
 def target_dict(layout: EmuLayout, port: int) -> dict[str, Any]:
-    """The generated target: an aarch64 Debian device reached over SSH with strict host keys."""
-    cores = os.cpu_count() or 1
+    """The generated target: an ARM Debian device reached over SSH with strict host keys."""
+    cores, kind = os.cpu_count() or 1, layout.kind
     return {
-        "name": TARGET_NAME,
-        "description": "Emulated Raspberry Pi: arm64 Debian bookworm under qemu-user; latency is NOT a Raspberry Pi timing",
-        "arch": "aarch64",
+        "name": kind.target_name,
+        "description": kind.description,
+        "arch": kind.machine,
         "os": "debian",
         "cores": cores,
         "threads": min(4, cores),
@@ -360,7 +362,7 @@ def _write_target(layout: EmuLayout, port: int) -> None:
     parse_target(data, f"generated target {layout.target_file}")
     header = (
         f"# Generated by `edgeship emu start` at {utc_now('seconds')}; removed by `edgeship emu stop`. Do not edit.\n"
-        f"# {LATENCY_WARNING}\n"
+        f"# {layout.kind.latency_warning()}\n"
     )
     atomic_write_text(layout.target_file, header + yaml.safe_dump(data, sort_keys=False))
 

@@ -1,10 +1,10 @@
-"""Make this x86 host able to run aarch64 programs: root, Debian tools and a binfmt_misc handler.
+"""Make this x86 host able to run ARM programs: root, Debian tools and a binfmt_misc handler per kind.
 
 The Debian tools include the archive keyring: debootstrap checks the mirror's Release signature
 against it (``--force-check-gpg``), since the packages it installs later run as root.
 
-binfmt_misc lets the kernel hand every aarch64 ELF file to ``qemu-aarch64-static``, so ``chroot
-ROOTFS /usr/sbin/sshd`` simply works. Registrations vanish at reboot, so ``start`` re-checks them.
+binfmt_misc lets the kernel hand every aarch64 (or 32-bit ARM) ELF file to ``qemu-aarch64-static``
+(``qemu-arm-static``), so ``chroot ROOTFS /usr/sbin/sshd`` simply works. Registrations vanish at reboot, so ``start`` re-checks them.
 """
 
 from __future__ import annotations
@@ -15,23 +15,21 @@ import subprocess
 from pathlib import Path
 from typing import Callable, Optional
 
+from pipeline.emu.kinds import DEFAULT_KIND, EmuKind
 from pipeline.errors import EdgeshipError
 
-QEMU = Path("/usr/bin/qemu-aarch64-static")
+QEMU = DEFAULT_KIND.qemu  # qemu-user-static ships every architecture's binary
 DEBOOTSTRAP = Path("/usr/sbin/debootstrap")
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
-BINFMT_NAME = "qemu-aarch64"
 #: the tools each Debian package provides; binfmt-support only adds update-binfmts (we can do without)
 PACKAGES: dict[str, Path] = {"qemu-user-static": QEMU, "debootstrap": DEBOOTSTRAP, "debian-archive-keyring": KEYRING}
 INSTALL_COMMAND = (
     "sudo apt-get update && sudo apt-get install -y qemu-user-static debootstrap debian-archive-keyring binfmt-support"
 )
-# The ELF header of an aarch64 executable (EM_AARCH64 = 0xb7) and its mask, as qemu's own
-# scripts/qemu-binfmt-conf.sh registers it. Flags: F = open the interpreter now (works inside any
-# chroot without copying qemu there), C = use the binary's credentials (setuid), O = open it for qemu.
-AARCH64_MAGIC = r"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00"
-AARCH64_MASK = r"\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff"
+# Each kind's ELF magic and mask are qemu's own (scripts/qemu-binfmt-conf.sh). Flags: F = open the
+# interpreter now (works inside any chroot without copying qemu there), C = use the binary's
+# credentials (setuid), O = open it for qemu.
 
 Log = Callable[[str], None]
 
@@ -82,14 +80,14 @@ def ensure_packages(log: Log) -> None:
         raise EdgeshipError(f"apt-get reported success but {', '.join(still)} is still missing; run `{INSTALL_COMMAND}`.")
 
 
-def _entry() -> Path:
-    return BINFMT_DIR / BINFMT_NAME
+def _entry(kind: EmuKind) -> Path:
+    return BINFMT_DIR / kind.binfmt_name
 
 
-def binfmt_state() -> dict[str, Optional[str]]:
-    """``{"enabled": "yes"|"no"|None, "interpreter": path, "flags": "OCF"}`` of the aarch64 handler."""
+def binfmt_state(kind: EmuKind = DEFAULT_KIND) -> dict[str, Optional[str]]:
+    """``{"enabled": "yes"|"no"|None, "interpreter": path, "flags": "OCF"}`` of the kind's handler."""
     try:
-        lines = _entry().read_text().splitlines()
+        lines = _entry(kind).read_text().splitlines()
     except OSError:
         return {"enabled": None, "interpreter": None, "flags": None}
     fields = dict(line.split(" ", 1) for line in lines[1:] if " " in line)
@@ -112,50 +110,53 @@ def _mount_binfmt_misc() -> None:
     if result.returncode != 0 or not (BINFMT_DIR / "register").exists():
         raise EdgeshipError(
             f"This kernel offers no binfmt_misc at {BINFMT_DIR} ({result.stderr.strip() or 'mount failed'}), so it "
-            "cannot run aarch64 programs through qemu. Load it with `sudo modprobe binfmt_misc && sudo mount -t "
+            "cannot run ARM programs through qemu. Load it with `sudo modprobe binfmt_misc && sudo mount -t "
             f"binfmt_misc binfmt_misc {BINFMT_DIR}`; inside a container, register qemu on the machine that runs "
             "the container (`sudo apt-get install -y qemu-user-static binfmt-support` there) and start the "
             "container with --privileged."
         )
 
 
-def _register_ourselves() -> None:
+def _register_ourselves(kind: EmuKind) -> None:
     """Write qemu's registration string to binfmt_misc (what update-binfmts would do)."""
-    line = f":{BINFMT_NAME}:M::{AARCH64_MAGIC}:{AARCH64_MASK}:{QEMU}:OCF"
+    line = f":{kind.binfmt_name}:M::{kind.binfmt_magic}:{kind.binfmt_mask}:{kind.qemu}:OCF"
     with open(BINFMT_DIR / "register", "w") as handle:
         handle.write(line)
 
 
-def ensure_binfmt(log: Log) -> dict[str, Optional[str]]:
-    """Make sure aarch64 binaries run through qemu; register the handler when it is missing."""
+def ensure_binfmt(log: Log, kind: EmuKind = DEFAULT_KIND) -> dict[str, Optional[str]]:
+    """Make sure the kind's binaries run through qemu; register the handler when it is missing."""
     _mount_binfmt_misc()
-    state = binfmt_state()
+    name, arch = kind.binfmt_name, kind.machine
+    state = binfmt_state(kind)
     if state["enabled"] == "no":
-        log("enabling the binfmt_misc handler for aarch64")
-        _entry().write_text("1")
+        log(f"enabling the binfmt_misc handler for {arch}")
+        _entry(kind).write_text("1")
     elif state["enabled"] is None:
-        log("registering qemu-aarch64-static with binfmt_misc")
+        log(f"registering {kind.qemu.name} with binfmt_misc")
         if shutil.which("update-binfmts"):
-            subprocess.run(["update-binfmts", "--enable", BINFMT_NAME], capture_output=True, stdin=subprocess.DEVNULL)
-        if binfmt_state()["enabled"] is None:
+            subprocess.run(["update-binfmts", "--enable", name], capture_output=True, stdin=subprocess.DEVNULL)
+        if binfmt_state(kind)["enabled"] is None:
             try:
-                _register_ourselves()
+                _register_ourselves(kind)
             except OSError as exc:
                 raise EdgeshipError(
-                    f"Cannot register qemu-aarch64-static with binfmt_misc ({exc}). Run "
-                    f"`sudo update-binfmts --enable {BINFMT_NAME}` (from binfmt-support) and retry."
+                    f"Cannot register {kind.qemu.name} with binfmt_misc ({exc}). Run "
+                    f"`sudo update-binfmts --enable {name}` (from binfmt-support) and retry."
                 ) from None
-    state = binfmt_state()
+    state = binfmt_state(kind)
     if state["enabled"] != "yes":
         raise EdgeshipError(
-            f"The binfmt_misc handler {_entry()} for aarch64 is not enabled, so aarch64 programs cannot run here. "
-            f"Run `sudo update-binfmts --enable {BINFMT_NAME}` (package binfmt-support) and retry."
+            f"The binfmt_misc handler {_entry(kind)} for {arch} is not enabled, so {arch} programs cannot run here. "
+            f"Run `sudo update-binfmts --enable {name}` (package binfmt-support) and retry."
         )
     return state
 
 
-def prepare_host(action: str, log: Log) -> dict[str, Optional[str]]:
-    """Root, qemu-user-static, debootstrap and an enabled aarch64 binfmt handler, or a clear error."""
+def prepare_host(action: str, log: Log, kind: EmuKind = DEFAULT_KIND) -> dict[str, Optional[str]]:
+    """Root, qemu-user-static, debootstrap and an enabled binfmt handler for the kind, or a clear error."""
     require_root(action)
     ensure_packages(log)
-    return ensure_binfmt(log)
+    if not kind.qemu.is_file():
+        raise EdgeshipError(f"{kind.qemu} is missing although qemu-user-static is installed; run `{INSTALL_COMMAND}`.")
+    return ensure_binfmt(log, kind)

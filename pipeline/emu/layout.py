@@ -1,13 +1,14 @@
-"""Where the emulated Raspberry Pi keeps its files on the host: everything under ``results/emu/``.
+"""Where an emulated device keeps its files on the host: everything under its home, ``results/emu/``
+for the rpi4 kind and ``results/emu-rpi3/`` for the rpi3 kind (:mod:`pipeline.emu.kinds`).
 
     results/emu/
       image/              the finished build (renamed into place only when complete)
-        rootfs/           arm64 Debian bookworm root filesystem
+        rootfs/           the Debian root filesystem (arm64 bookworm; armhf bullseye for rpi3)
         build.json        stamp: recipe, package versions, wheel, build time
-      downloads/          the tflite-runtime aarch64 wheel fetched on the host
+      downloads/          the tflite-runtime wheel fetched on the host
       build.log           output of the last build (debootstrap, verification)
       run/                only while the device runs: throwaway keys, known_hosts, state.json, sshd.log
-      targets/            the generated target file ``emu-rpi4.yaml`` (only while the device runs)
+      targets/            the generated target file ``emu-rpi4.yaml`` / ``emu-rpi3.yaml`` (only while it runs)
       .lock               serialises build / start / stop
 
 build, start and stop run as root on this tree, which sits in a user's checkout: :meth:`EmuLayout.locked`
@@ -19,16 +20,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
+from pipeline.emu.kinds import DEFAULT_KIND, EmuKind
 from pipeline.errors import EdgeshipError
 from pipeline.paths import results_dir
 from pipeline.safe_paths import check_owned, open_nofollow, require_owned_dir
 
-#: the target name ``edgeship deploy`` uses for the emulated device
-TARGET_NAME = "emu-rpi4"
+#: the target name ``edgeship deploy`` uses for the default (rpi4) emulated device
+TARGET_NAME = DEFAULT_KIND.target_name
 
 #: files of the device's own sshd, as seen from inside the root filesystem
 DEVICE_ETC = "/etc/edgeship"
@@ -40,13 +42,18 @@ DEVICE_USER = "root"
 
 @dataclass(frozen=True)
 class EmuLayout:
-    """Paths of one emulated-device home (``results/emu`` unless a test chooses another)."""
+    """Paths of one emulated-device home (``results/<kind home>`` unless a test chooses another)."""
 
     root: Path
+    kind: EmuKind = field(default=DEFAULT_KIND)
 
     @classmethod
-    def default(cls, root: Optional[Path] = None) -> "EmuLayout":
-        return cls(Path(root) if root is not None else results_dir() / "emu")
+    def default(cls, root: Optional[Path] = None, kind: EmuKind = DEFAULT_KIND) -> "EmuLayout":
+        return cls(Path(root) if root is not None else results_dir() / kind.home, kind)
+
+    @property
+    def target_name(self) -> str:
+        return self.kind.target_name
 
     @property
     def image(self) -> Path:
@@ -94,7 +101,7 @@ class EmuLayout:
 
     @property
     def target_file(self) -> Path:
-        return self.targets / f"{TARGET_NAME}.yaml"
+        return self.targets / f"{self.kind.target_name}.yaml"
 
     def in_rootfs(self, device_path: str, rootfs: Optional[Path] = None) -> Path:
         """The host path of ``device_path`` (absolute, as seen inside the device)."""

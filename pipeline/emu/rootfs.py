@@ -1,21 +1,23 @@
-"""Build (once) the arm64 Debian bookworm root filesystem of the emulated Raspberry Pi.
+"""Build (once) the Debian root filesystem of an emulated Raspberry Pi, per kind (:mod:`pipeline.emu.kinds`).
 
-It carries the software stack of 64-bit Raspberry Pi OS bookworm: Debian's python3 (3.11) and
-python3-numpy (1.24), the tflite-runtime 2.14 aarch64 wheel, and openssh-server. Steps:
+rpi4 carries the stack of 64-bit Raspberry Pi OS bookworm: Debian's python3 (3.11) and python3-numpy
+(1.24), the tflite-runtime 2.14 aarch64 wheel, and openssh-server; rpi3 an old 32-bit stack (armhf
+bullseye, Python 3.9, numpy 1.19, tflite-runtime 2.11). Steps:
 
-1. ``debootstrap --foreign --arch=arm64 --keyring=... --force-check-gpg`` (host side: download,
+1. ``debootstrap --foreign --arch=ARCH --keyring=... --force-check-gpg`` (host side: download,
    check the mirror's Release signature against the Debian archive keyring, unpack); a Release
    file that cannot be verified stops the build, never a build from unverified packages;
-2. ``chroot ROOTFS /debootstrap/debootstrap --second-stage`` (runs aarch64 dpkg under qemu);
-3. the wheel, fetched on the host with ``pip download --platform manylinux_2_34_aarch64`` and
-   checked against its pinned sha256 (:mod:`pipeline.emu.wheel`), is unpacked into
-   /usr/local/lib/python3.11/dist-packages (exactly what pip would put there);
-4. ``python3`` inside the rootfs imports numpy and tflite_runtime under emulation and reports
-   versions, which go into the stamp ``build.json``.
+2. ``chroot ROOTFS /debootstrap/debootstrap --second-stage`` (runs ARM dpkg under qemu);
+3. the kind's wheel, fetched on the host with ``pip download --platform ...`` and checked against
+   its pinned sha256 (:mod:`pipeline.emu.wheel`), is unpacked into
+   /usr/local/lib/python3.X/dist-packages (exactly what pip would put there);
+4. ``python3`` inside the rootfs runs a tiny TFLite model under emulation (:mod:`pipeline.emu.probe`;
+   an import alone passes stacks that cannot create an interpreter) and reports versions, which go
+   into the stamp ``build.json``.
 
-Everything is built in ``results/emu/.image-*.partial`` and renamed to ``results/emu/image`` only
+Everything is built in ``<home>/.image-*.partial`` and renamed to ``<home>/image`` only
 when all steps passed, so an interrupted build never looks finished. Logs are written without
-following links and leftovers are removed only inside ``results/emu`` (:mod:`pipeline.safe_paths`).
+following links and leftovers are removed only inside the home (:mod:`pipeline.safe_paths`).
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ from typing import Any, Callable, Optional
 
 from pipeline.clock import utc_now
 from pipeline.emu import host, mounts
+from pipeline.emu.kinds import DEFAULT_KIND, EmuKind
 from pipeline.emu.layout import EmuLayout
-from pipeline.emu.wheel import SITE_PACKAGES, SPEC, fetch_wheel, install_wheel
+from pipeline.emu.probe import PROBE_CODE
+from pipeline.emu.wheel import fetch_wheel, install_wheel
 from pipeline.errors import EdgeshipError
 from pipeline.fsutil import atomic_write_json, canonical_json, sha256_bytes
 from pipeline.safe_paths import open_log, read_text, tail_text
@@ -43,31 +47,15 @@ from pipeline.safe_paths import open_log, read_text, tail_text
 Log = Callable[[str], None]
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
-#: what is built; a change here makes the next build replace the cached image
-RECIPE: dict[str, Any] = {
-    "recipe_version": 2,  # 2: Release signature checked, wheel hash-pinned (images of 1 were not verified)
-    "suite": "bookworm",
-    "arch": "arm64",
-    "variant": "minbase",
-    "packages": ["python3", "python3-numpy", "openssh-server", "libstdc++6"],
-    "wheel": SPEC,
-}
-HOSTNAME = "emu-rpi4"
+#: the default (rpi4) kind's recipe; see :meth:`EmuKind.recipe`
+RECIPE: dict[str, Any] = DEFAULT_KIND.recipe()
+HOSTNAME = DEFAULT_KIND.hostname
 CHROOT_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "LANG": "C.UTF-8",
     "HOME": "/root",
     "DEBIAN_FRONTEND": "noninteractive",
 }
-# Runs inside the rootfs under emulation: proves the stack imports and runs an interpreter.
-_PROBE = """
-import json, platform, numpy, tflite_runtime
-from tflite_runtime.interpreter import Interpreter
-print(json.dumps({"machine": platform.machine(), "python": platform.python_version(),
-                  "numpy": numpy.__version__, "tflite_runtime": tflite_runtime.__version__}))
-"""
-
-
 @dataclass(frozen=True)
 class ImageInfo:
     """A finished image: where it is and what its stamp says."""
@@ -81,8 +69,8 @@ class ImageInfo:
         return self.stamp.get("build_seconds")
 
 
-def recipe_id() -> str:
-    return sha256_bytes(canonical_json(RECIPE).encode())[:16]
+def recipe_id(kind: EmuKind = DEFAULT_KIND) -> str:
+    return sha256_bytes(canonical_json(kind.recipe()).encode())[:16]
 
 
 def read_stamp(layout: EmuLayout) -> Optional[dict[str, Any]]:
@@ -97,7 +85,7 @@ def read_stamp(layout: EmuLayout) -> Optional[dict[str, Any]]:
 def cached_image(layout: EmuLayout) -> Optional[ImageInfo]:
     """The finished image if it matches the current recipe."""
     stamp = read_stamp(layout)
-    if stamp and stamp.get("recipe_id") == recipe_id() and layout.rootfs.is_dir():
+    if stamp and stamp.get("recipe_id") == recipe_id(layout.kind) and layout.rootfs.is_dir():
         return ImageInfo(layout.rootfs, stamp, cached=True)
     return None
 
@@ -114,7 +102,8 @@ def build_image(
     found = cached_image(layout)
     if found and not rebuild:
         return found
-    host.require_root("Building the emulated Raspberry Pi")
+    what = f"Building the emulated device {layout.target_name}"
+    host.require_root(what)
     with layout.locked(log):
         found = cached_image(layout)
         if found and not rebuild:  # built by another command while we waited for the lock
@@ -123,11 +112,11 @@ def build_image(
             raise EdgeshipError(
                 f"The emulated device is running from {layout.rootfs}; stop it (`edgeship emu stop`) before rebuilding."
             )
-        host.prepare_host("Building the emulated Raspberry Pi", log)
+        host.prepare_host(what, log, layout.kind)
         remove_leftovers(layout, log)
         started = time.monotonic()
-        wheel = fetch_wheel(layout.downloads, log)
-        check_mirror(mirror)
+        wheel = fetch_wheel(layout.downloads, log, layout.kind.wheel)
+        check_mirror(mirror, layout.kind.suite)
         partial = Path(tempfile.mkdtemp(prefix=".image-", suffix=".partial", dir=layout.root))
         try:
             stamp = _build_into(partial, wheel, mirror, layout, log)
@@ -142,33 +131,34 @@ def build_image(
 
 
 def _build_into(partial: Path, wheel: Path, mirror: str, layout: EmuLayout, log: Log) -> dict[str, Any]:
-    rootfs, build_log = partial / "rootfs", layout.build_log
+    rootfs, build_log, kind = partial / "rootfs", layout.build_log, layout.kind
     with open_log(build_log, truncate=True) as out:
-        out.write(f"# edgeship emu build {utc_now('seconds')}\n".encode())
-    log(f"debootstrap (first stage) of Debian {RECIPE['suite']} arm64 from {mirror}; log: {build_log}")
-    first_stage(rootfs, mirror, build_log)
-    shutil.copy2(host.QEMU, rootfs / "usr/bin" / host.QEMU.name)  # for binfmt handlers without the F flag
-    log("debootstrap second stage under qemu-aarch64 (the slow part)")
+        out.write(f"# edgeship emu build {utc_now('seconds')} ({kind.name})\n".encode())
+    log(f"debootstrap (first stage) of Debian {kind.suite} {kind.debian_arch} from {mirror}; log: {build_log}")
+    first_stage(rootfs, mirror, build_log, kind)
+    shutil.copy2(kind.qemu, rootfs / "usr/bin" / kind.qemu.name)  # for binfmt handlers without the F flag
+    log(f"debootstrap second stage under {kind.qemu.name} (the slow part)")
     second_stage = ["chroot", str(rootfs), "/debootstrap/debootstrap", "--second-stage"]
     _run(second_stage, build_log, "debootstrap --second-stage", timeout=7200, env=CHROOT_ENV)
     mounts.unbind_all(rootfs, within=layout.root)  # the second stage mounts /proc and /sys itself; be sure they are gone
-    log(f"installing {wheel.name} into {SITE_PACKAGES}")
-    install_wheel(wheel, rootfs)
-    _configure(rootfs)
+    log(f"installing {wheel.name} into {kind.site_packages}")
+    install_wheel(wheel, rootfs, kind.wheel, kind.site_packages)
+    _configure(rootfs, kind.hostname)
     log("checking python3, numpy and tflite_runtime inside the rootfs (under emulation)")
-    versions = probe(rootfs, build_log, within=layout.root)
+    versions = probe(rootfs, build_log, within=layout.root, machine=kind.machine)
     return {
-        "recipe_id": recipe_id(),
-        "recipe": RECIPE,
+        "kind": kind.name,
+        "recipe_id": recipe_id(kind),
+        "recipe": kind.recipe(),
         "mirror": mirror,
         "built_at": utc_now("seconds"),
-        "wheel": {"file": wheel.name, "sha256": SPEC["sha256"]},  # install_wheel checked it
+        "wheel": {"file": wheel.name, "sha256": kind.wheel["sha256"]},  # install_wheel checked it
         "versions": versions,
         "debian_packages": dpkg_versions(rootfs, ["python3", "python3-numpy", "openssh-server", "libc6"]),
     }
 
 
-def _debootstrap_argv(rootfs: Path, mirror: str) -> list[str]:
+def _debootstrap_argv(rootfs: Path, mirror: str, kind: EmuKind = DEFAULT_KIND) -> list[str]:
     """debootstrap verifying the Release signature (it downloads over plain http)."""
     if not host.KEYRING.is_file():
         raise EdgeshipError(
@@ -181,10 +171,10 @@ def _debootstrap_argv(rootfs: Path, mirror: str) -> list[str]:
         "--foreign",
         f"--keyring={host.KEYRING}",
         "--force-check-gpg",
-        f"--arch={RECIPE['arch']}",
-        f"--variant={RECIPE['variant']}",
-        f"--include={','.join(RECIPE['packages'])}",
-        RECIPE["suite"],
+        f"--arch={kind.debian_arch}",
+        "--variant=minbase",
+        f"--include={','.join(kind.packages)}",
+        kind.suite,
         str(rootfs),
         mirror,
     ]
@@ -201,11 +191,11 @@ _SIGNATURE_FAILURES = (
 _SIGNATURE_VERIFIED = "Valid Release signature"
 
 
-def first_stage(rootfs: Path, mirror: str, build_log: Path) -> None:
+def first_stage(rootfs: Path, mirror: str, build_log: Path, kind: EmuKind = DEFAULT_KIND) -> None:
     """``debootstrap --foreign``; fails unless debootstrap reported the Release signature as valid."""
     offset = os.lstat(build_log).st_size
     try:
-        _run(_debootstrap_argv(rootfs, mirror), build_log, "debootstrap --foreign", timeout=3600)
+        _run(_debootstrap_argv(rootfs, mirror, kind), build_log, "debootstrap --foreign", timeout=3600)
     except EdgeshipError:
         failure = next((line for line in tail_text(build_log, 40).splitlines() if any(s in line for s in _SIGNATURE_FAILURES)), None)
         if failure is None:
@@ -238,23 +228,23 @@ def _run(argv: list[str], build_log: Path, what: str, timeout: float, env: Optio
         raise EdgeshipError(f"{what} failed (exit code {result.returncode}). Last lines of {build_log}:\n{tail_text(build_log)}")
 
 
-def check_mirror(mirror: str) -> None:
+def check_mirror(mirror: str, suite: str = DEFAULT_KIND.suite) -> None:
     """Fail in a second, not after a debootstrap timeout, when the Debian mirror is unreachable."""
-    url = f"{mirror.rstrip('/')}/dists/{RECIPE['suite']}/Release"
+    url = f"{mirror.rstrip('/')}/dists/{suite}/Release"
     try:
         with urllib.request.urlopen(url, timeout=20) as response:
             response.read(64)
     except (urllib.error.URLError, OSError) as exc:
         raise EdgeshipError(
             f"Cannot reach the Debian mirror {mirror} ({url}: {getattr(exc, 'reason', exc)}). debootstrap downloads "
-            "the arm64 packages from it. Check the network or proxy (http_proxy), or pass another mirror with "
+            "the ARM packages from it. Check the network or proxy (http_proxy), or pass another mirror with "
             "`edgeship emu build --mirror URL`."
         ) from None
 
 
-def _configure(rootfs: Path) -> None:
+def _configure(rootfs: Path, hostname: str) -> None:
     """Small device identity details; downloaded .debs are dropped to keep the cache small."""
-    (rootfs / "etc/hostname").write_text(f"{HOSTNAME}\n")
+    (rootfs / "etc/hostname").write_text(f"{hostname}\n")
     (rootfs / "run/sshd").mkdir(parents=True, exist_ok=True)
     for deb in (rootfs / "var/cache/apt/archives").glob("*.deb"):
         deb.unlink()
@@ -272,21 +262,21 @@ def chroot_python(rootfs: Path, code: str, *, within: Path, timeout: float = 300
         mounts.unbind_all(rootfs, within=within)
 
 
-def probe(rootfs: Path, build_log: Path, *, within: Path) -> dict[str, str]:
+def probe(rootfs: Path, build_log: Path, *, within: Path, machine: str = DEFAULT_KIND.machine) -> dict[str, str]:
     """Versions reported by the rootfs's own python3 (under emulation); raises if the stack is broken."""
-    result = chroot_python(rootfs, _PROBE, within=within)
+    result = chroot_python(rootfs, PROBE_CODE, within=within)
     with open_log(build_log) as out:
         out.write(f"\n$ chroot {rootfs} python3 -c <probe>\n{result.stdout}{result.stderr}".encode())
     try:
         versions = json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise EdgeshipError(
-            f"The built rootfs cannot import numpy and tflite_runtime (exit code {result.returncode}): "
+            f"The built rootfs cannot run a TFLite model with its numpy and tflite_runtime (exit code {result.returncode}): "
             f"{result.stderr.strip()[-600:] or 'no output'}. See {build_log}."
         ) from None
-    if versions.get("machine") != "aarch64":
+    if versions.get("machine") != machine:
         raise EdgeshipError(
-            f"python3 in the rootfs reports machine {versions.get('machine')!r}, not aarch64: binfmt is not using qemu."
+            f"python3 in the rootfs reports machine {versions.get('machine')!r}, not {machine}: binfmt is not using qemu."
         )
     return versions
 

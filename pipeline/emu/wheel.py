@@ -3,7 +3,7 @@ sha256 is the pinned one.
 
 ``downloads/`` lies in the user's results tree and the wheel is unpacked into a rootfs whose
 programs run as root, so a file found there is never trusted by its name: it must hash to
-``SPEC["sha256"]``, the digest PyPI publishes for exactly that file. The hash is computed on a
+its kind's pinned ``sha256``, the digest PyPI publishes for exactly that file. The hash is computed on a
 descriptor opened without following a link, and the unpack reads that same descriptor, so the
 bytes installed are the bytes checked. A file that does not match is deleted and downloaded again.
 """
@@ -21,26 +21,20 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO, Callable, Optional
 
+from pipeline.emu.kinds import DEFAULT_KIND
 from pipeline.errors import EdgeshipError
 from pipeline.safe_paths import open_nofollow
 
 logger = logging.getLogger(__name__)
 Log = Callable[[str], None]
 
-#: part of the build recipe; ``sha256`` is PyPI's published digest of ``file``
-#: (https://pypi.org/simple/tflite-runtime/, the same as `pip download` of this file gives)
-SPEC: dict[str, str] = {
-    "requirement": "tflite-runtime==2.14.0",
-    "platform": "manylinux_2_34_aarch64",  # the only aarch64 tag PyPI has for 2.14.0 (needs glibc >= 2.34; bookworm has 2.36)
-    "python_version": "3.11",
-    "abi": "cp311",
-    "file": "tflite_runtime-2.14.0-cp311-cp311-manylinux_2_34_aarch64.whl",
-    "sha256": "ce9fa5d770a9725c746dcbf6f59f3178233b3759f09982e8b2db8d2234c333b0",
-}
-SITE_PACKAGES = "/usr/local/lib/python3.11/dist-packages"
+#: the rpi4 kind's wheel; every kind pins its own (:mod:`pipeline.emu.kinds`), ``sha256`` being PyPI's
+#: published digest of ``file`` (https://pypi.org/simple/tflite-runtime/, the same as `pip download` gives)
+SPEC: dict[str, str] = DEFAULT_KIND.wheel
+SITE_PACKAGES = DEFAULT_KIND.site_packages
 
 
-def open_verified(path: Path) -> Optional[BinaryIO]:
+def open_verified(path: Path, spec: dict[str, str] = SPEC) -> Optional[BinaryIO]:
     """``path`` opened for reading, positioned at 0, if its content hashes to the pin; else None."""
     try:
         handle = os.fdopen(open_nofollow(Path(path), os.O_RDONLY), "rb")
@@ -50,16 +44,16 @@ def open_verified(path: Path) -> Optional[BinaryIO]:
     digest = hashlib.sha256()
     for block in iter(lambda: handle.read(1 << 20), b""):
         digest.update(block)
-    if digest.hexdigest() != SPEC["sha256"]:
-        logger.info("%s has sha256 %s, not the pinned %s", path, digest.hexdigest(), SPEC["sha256"])
+    if digest.hexdigest() != spec["sha256"]:
+        logger.info("%s has sha256 %s, not the pinned %s", path, digest.hexdigest(), spec["sha256"])
         handle.close()
         return None
     handle.seek(0)
     return handle
 
 
-def _matches(path: Path) -> bool:
-    handle = open_verified(path)
+def _matches(path: Path, spec: dict[str, str]) -> bool:
+    handle = open_verified(path, spec)
     if handle is None:
         return False
     handle.close()
@@ -73,40 +67,40 @@ def _discard(path: Path) -> None:
         path.unlink()
 
 
-def _pip_argv(dest: Path) -> list[str]:
+def _pip_argv(dest: Path, spec: dict[str, str]) -> list[str]:
     return [
         sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-        "--platform", SPEC["platform"], "--python-version", SPEC["python_version"],
-        "--implementation", "cp", "--abi", SPEC["abi"], "--dest", str(dest), SPEC["requirement"],
+        "--platform", spec["platform"], "--python-version", spec["python_version"],
+        "--implementation", "cp", "--abi", spec["abi"], "--dest", str(dest), spec["requirement"],
     ]  # fmt: skip
 
 
-def fetch_wheel(downloads: Path, log: Log) -> Path:
-    """``downloads/<SPEC file>`` with the pinned hash: the one already there, or a fresh download."""
-    path = Path(downloads) / SPEC["file"]
+def fetch_wheel(downloads: Path, log: Log, spec: dict[str, str] = SPEC) -> Path:
+    """``downloads/<spec file>`` with the pinned hash: the one already there, or a fresh download."""
+    path = Path(downloads) / spec["file"]
     if os.path.lexists(path):
-        if _matches(path):
+        if _matches(path, spec):
             return path
-        log(f"{path} is not the pinned tflite-runtime wheel (sha256 {SPEC['sha256']}); deleting it and downloading it again")
+        log(f"{path} is not the pinned tflite-runtime wheel (sha256 {spec['sha256']}); deleting it and downloading it again")
         _discard(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".download-", dir=path.parent))
     try:
-        argv = _pip_argv(staging)
-        log(f"downloading {SPEC['requirement']} for {SPEC['platform']} from PyPI")
+        argv = _pip_argv(staging, spec)
+        log(f"downloading {spec['requirement']} for {spec['platform']} from PyPI")
         result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
-        got = staging / SPEC["file"]
+        got = staging / spec["file"]
         if result.returncode != 0 or not got.is_file():
             detail = " ".join((result.stderr or result.stdout).strip().splitlines()[-2:])
-            manual = " ".join([*argv[2:-3], "--dest", str(path.parent), SPEC["requirement"]])
+            manual = " ".join([*argv[2:-3], "--dest", str(path.parent), spec["requirement"]])
             raise EdgeshipError(
-                f"Cannot download the {SPEC['requirement']} wheel for {SPEC['platform']} from PyPI ({detail or 'no wheel'}). "
+                f"Cannot download the {spec['requirement']} wheel for {spec['platform']} from PyPI ({detail or 'no wheel'}). "
                 f"Check the network or proxy to pypi.org, or download it elsewhere with `{manual}` and put the file "
-                f"{SPEC['file']} (sha256 {SPEC['sha256']}) into {path.parent}."
+                f"{spec['file']} (sha256 {spec['sha256']}) into {path.parent}."
             )
-        if not _matches(got):
+        if not _matches(got, spec):
             raise EdgeshipError(
-                f"The {SPEC['file']} that pip downloaded does not have the pinned sha256 {SPEC['sha256']}; it is not "
+                f"The {spec['file']} that pip downloaded does not have the pinned sha256 {spec['sha256']}; it is not "
                 "installed. A proxy or index (pip config, PIP_INDEX_URL) may serve a different file; check it and retry."
             )
         os.replace(got, path)
@@ -115,15 +109,15 @@ def fetch_wheel(downloads: Path, log: Log) -> Path:
     return path
 
 
-def install_wheel(wheel: Path, rootfs: Path) -> None:
+def install_wheel(wheel: Path, rootfs: Path, spec: dict[str, str] = SPEC, site_packages: str = SITE_PACKAGES) -> None:
     """Unpack the pinned wheel into the rootfs's site-packages: all pip does for a plain (purelib/platlib) wheel."""
-    handle = open_verified(wheel)
+    handle = open_verified(wheel, spec)
     if handle is None:
         raise EdgeshipError(
-            f"{wheel} is not the pinned {SPEC['file']} (sha256 {SPEC['sha256']}); refusing to install it into the "
+            f"{wheel} is not the pinned {spec['file']} (sha256 {spec['sha256']}); refusing to install it into the "
             "emulated device. Delete it; the next `edgeship emu build` downloads it again."
         )
-    target = rootfs / SITE_PACKAGES.lstrip("/")
+    target = rootfs / site_packages.lstrip("/")
     target.mkdir(parents=True, exist_ok=True)
     with handle, zipfile.ZipFile(handle) as archive:
         for info in archive.infolist():

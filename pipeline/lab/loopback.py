@@ -50,17 +50,25 @@ def default_python() -> str:
     return str(DEVICE_PYTHON) if DEVICE_PYTHON.exists() else sys.executable
 
 
-def emulated_pi_entry(log=lambda _: None) -> dict[str, Any]:
-    """Start (building once if needed) the emulated Raspberry Pi and describe it for the inventory."""
+def emulated_pi_entry(log=lambda _: None, kind_name: str = "rpi4") -> dict[str, Any]:
+    """Start (building once if needed) one emulated Raspberry Pi and describe it for the inventory."""
     from pipeline import emu
 
-    emu.build_image(log=log)  # the cached image when it matches the recipe, else built once
-    state = emu.start(log=log)
-    return {"name": emu.TARGET_NAME, "target": str(state.target_file), "tags": ["emulated", "arm", "rpi4"]}
+    layout = emu.EmuLayout.default(kind=emu.kind_named(kind_name))
+    emu.build_image(layout, log=log)  # the cached image when it matches the recipe, else built once
+    state = emu.start(layout, log=log)
+    return {"name": layout.target_name, "target": str(state.target_file), "tags": layout.kind.tags}
+
+
+def emulated_pi_entries(log=lambda _: None) -> list[dict[str, Any]]:
+    """Every emulated kind (the 64-bit rpi4 and the 32-bit rpi3), so a nightly covers both stacks."""
+    from pipeline.emu import KINDS
+
+    return [emulated_pi_entry(log, name) for name in KINDS]
 
 
 def start_lab(devices: int = 4, python: Optional[str] = None, profile: Optional[str] = None, with_emulated_pi: bool = False, log=lambda _: None) -> Lab:
-    """Start ``devices`` loopback sshd devices (and optionally the emulated Pi) and write
+    """Start ``devices`` loopback sshd devices (and optionally the emulated Pis) and write
     ``results/lab/farm.yaml`` listing them."""
     if not sshd_available():
         raise EdgeshipError("The loopback lab needs OpenSSH's server (/usr/sbin/sshd). Install it with: sudo apt-get install -y openssh-server")
@@ -90,7 +98,7 @@ def start_lab(devices: int = 4, python: Optional[str] = None, profile: Optional[
     finally:
         atomic_write_json(root / "state.json", {"servers": servers})
     if with_emulated_pi:
-        entries.append(emulated_pi_entry(log))
+        entries.extend(emulated_pi_entries(log))
     inventory: dict[str, Any] = {"name": "loopback-lab", "concurrency": len(entries), "timeout": 900, "retries": 1, "devices": entries}
     if profile:
         inventory["profile"] = profile

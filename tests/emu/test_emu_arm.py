@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +22,8 @@ from pipeline.config.target import load_target, parse_target
 from pipeline.emu import EmuLayout, build_image, host, mounts, rootfs, start, status, stop
 from pipeline.emu.device import target_dict
 from pipeline.errors import EdgeshipError
-from pipeline.paths import PROJECT_ROOT, agent_path
+from pipeline.paths import PROJECT_ROOT
+from tests.helpers.emu_devices import connect, doctor_and_profile_by_hand, run, running_device
 
 # Computed at import time, before the autouse fixture points EDGESHIP_RESULTS at a tmp dir: the
 # rootfs is built once and shared with `make emu-device` instead of being rebuilt for every test.
@@ -36,55 +35,13 @@ REMOTE_TEST_DIR = "/root/edgeship-arm-test"
 @pytest.fixture(scope="module")
 def emu_device() -> Iterator[EmuLayout]:
     """The running device; started here (and stopped afterwards) unless it already ran."""
-    if os.geteuid() != 0:
-        pytest.skip("the emulated Raspberry Pi needs root (debootstrap, chroot, mounts, binfmt_misc)")
-    try:
-        build_image(EMU)
-    except EdgeshipError as exc:
-        pytest.skip(f"the emulated arm64 rootfs cannot be built here: {exc}")
-    was_running = status(EMU).running
-    start(EMU)
-    try:
-        yield EMU
-    finally:
-        if not was_running:
-            stop(EMU)
+    yield from running_device(EMU)
 
 
 @pytest.fixture(autouse=True)
 def _no_ssh_agent(monkeypatch: pytest.MonkeyPatch) -> None:
     """Authentication must come from the generated key only, never from a developer's ssh-agent."""
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-
-
-def _connect(layout: EmuLayout, known_hosts: Path):
-    import paramiko
-
-    found = status(layout)
-    client = paramiko.SSHClient()
-    client.load_host_keys(str(known_hosts))
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())  # strict: never AutoAdd
-    client.connect(
-        "127.0.0.1", port=found.port, username="root", key_filename=str(layout.client_key),
-        look_for_keys=False, allow_agent=False, timeout=30, banner_timeout=30, auth_timeout=30,
-    )  # fmt: skip
-    return client
-
-
-def _run(client, argv: list[str], timeout: float = 600) -> tuple[int, str, str]:
-    _, stdout, stderr = client.exec_command(shlex.join(argv), timeout=timeout)
-    out, err = stdout.read().decode(), stderr.read().decode()
-    return stdout.channel.recv_exit_status(), out, err
-
-
-def _upload_dir(sftp, local: Path, remote: str) -> None:
-    sftp.mkdir(remote)
-    for path in sorted(local.rglob("*")):
-        target = posixpath.join(remote, path.relative_to(local).as_posix())
-        if path.is_dir():
-            sftp.mkdir(target)
-        else:
-            sftp.put(str(path), target)
 
 
 def _expect_arm_stack(doctor: dict) -> None:
@@ -98,39 +55,22 @@ def _expect_arm_stack(doctor: dict) -> None:
 def test_arm_sshd_accepts_only_its_own_host_key(emu_device: EmuLayout, tmp_path: Path) -> None:
     import paramiko
 
-    client = _connect(emu_device, emu_device.known_hosts)
+    client = connect(emu_device, emu_device.known_hosts)
     try:
-        assert _run(client, ["uname", "-m"])[1].strip() == "aarch64"
+        assert run(client, ["uname", "-m"])[1].strip() == "aarch64"
     finally:
         client.close()
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     with pytest.raises(paramiko.SSHException, match="not found in known_hosts"):
-        _connect(emu_device, empty)
+        connect(emu_device, empty)
 
 
 @pytest.mark.arm
 def test_arm_agent_doctor_and_profile_over_sftp(emu_device: EmuLayout, tiny_bundle_int8: Path) -> None:
     """agent.py and an int8 bundle uploaded by hand: the ARM kernels must agree with the x86 host."""
-    client = _connect(emu_device, emu_device.known_hosts)
-    try:
-        _run(client, ["rm", "-rf", "--", REMOTE_TEST_DIR])
-        sftp = client.open_sftp()
-        sftp.mkdir(REMOTE_TEST_DIR)
-        agent = posixpath.join(REMOTE_TEST_DIR, "agent.py")
-        sftp.put(str(agent_path()), agent)
-        bundle = posixpath.join(REMOTE_TEST_DIR, tiny_bundle_int8.name)
-        _upload_dir(sftp, tiny_bundle_int8, bundle)
-        code, out, err = _run(client, ["python3", agent, "doctor"])
-        assert code == 0, err
-        _expect_arm_stack(json.loads(out))
-        profile = ["python3", agent, "profile", bundle, "--target", "emu-rpi4", "--runs", "5", "--min-seconds", "0"]
-        code, out, err = _run(client, [*profile, "--warmup", "1", "--runtime", "tflite_runtime", "--emulated"])
-        assert code == 0, err
-        record = json.loads(out)
-        _run(client, ["rm", "-rf", "--", REMOTE_TEST_DIR])
-    finally:
-        client.close()
+    doctor, record = doctor_and_profile_by_hand(emu_device, tiny_bundle_int8, REMOTE_TEST_DIR)
+    _expect_arm_stack(doctor)
     assert record["device"]["machine"] == "aarch64" and record["device"]["emulated"] is True
     assert record["runtime"]["name"] == "tflite_runtime" and record["runtime"]["version"] == "2.14.0"
     assert record["accuracy"]["agreement_with_host"] == 1.0, record["accuracy"]["disagreements"]

@@ -179,8 +179,28 @@ def test_the_emulated_pi_entry_builds_the_image_before_starting_it(monkeypatch: 
     class Started:
         target_file = Path("/x/emu-rpi4.yaml")
 
-    monkeypatch.setattr(emu, "build_image", lambda log=None: calls.append("build"))
-    monkeypatch.setattr(emu, "start", lambda log=None: calls.append("start") or Started())
+    monkeypatch.setattr(emu, "build_image", lambda layout, log=None: calls.append(f"build {layout.target_name}"))
+    monkeypatch.setattr(emu, "start", lambda layout, log=None: calls.append(f"start {layout.target_name}") or Started())
     entry = emulated_pi_entry()
-    assert calls == ["build", "start"]
+    assert calls == ["build emu-rpi4", "start emu-rpi4"]
     assert entry["target"] == "/x/emu-rpi4.yaml" and "emulated" in entry["tags"]
+
+
+def test_the_lab_lists_both_emulated_pis_each_in_its_own_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """The nightly covers the 64-bit and the 32-bit stack: one entry per kind, distinct homes and targets."""
+    from pipeline import emu
+    from pipeline.lab.loopback import emulated_pi_entries
+
+    homes: list[Path] = []
+
+    class Started:
+        def __init__(self, layout):
+            self.target_file = layout.target_file
+
+    monkeypatch.setattr(emu, "build_image", lambda layout, log=None: homes.append(layout.root))
+    monkeypatch.setattr(emu, "start", lambda layout, log=None: Started(layout))
+    entries = emulated_pi_entries()
+    assert [e["name"] for e in entries] == ["emu-rpi4", "emu-rpi3"]
+    assert len(set(homes)) == 2 and {h.name for h in homes} == {"emu", "emu-rpi3"}
+    assert entries[1]["target"].endswith("emu-rpi3/targets/emu-rpi3.yaml")
+    assert "armv7l" in entries[1]["tags"] and "aarch64" in entries[0]["tags"]
