@@ -54,8 +54,11 @@ class LiveDevices:
 def _verdict_table(verdicts):
     from rich.table import Table
 
+    from pipeline.reports.verdict_text import energy_cell, has_energy
+
+    energy = has_energy(verdicts)  # the column only when some board can tell (a Pi 5)
     table = Table(title="regression check")
-    for column in ("device", "profile", "status", "p50 ms", "vs base", "top-1", "RSS MB"):
+    for column in ("device", "profile", "status", "p50 ms", "vs base", "top-1", "RSS MB", *(("mJ/inf (est.)",) if energy else ())):
         table.add_column(column, no_wrap=True)
     for v in verdicts:
         style = _STYLE.get(v.status, "white")
@@ -64,6 +67,7 @@ def _verdict_table(verdicts):
             v.device, v.profile_name or "-", f"[{style}]{v.status}[/{style}]",
             "-" if v.p50 is None else f"{v.p50:.3f}", "-" if ratio is None else f"x{ratio:.3f}",
             "-" if v.top1 is None else f"{v.top1:.4f}", "-" if v.peak_rss_mb is None else f"{v.peak_rss_mb:.1f}",
+            *((energy_cell(v),) if energy else ()),
         )
     return table
 

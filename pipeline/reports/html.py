@@ -25,8 +25,10 @@ from pipeline.reports.verdict_text import (
     baseline_source_text,
     change_point_text,
     distinct_policies,
+    energy_cell,
     failed_metrics,
     flat_policy,
+    has_energy,
 )
 
 TREND_RUNS = 30
@@ -123,7 +125,7 @@ def policy_details(verdicts: Sequence[Verdict]) -> str:
     return "\n".join(parts)
 
 
-def _row(v: Verdict) -> str:
+def _row(v: Verdict, energy: bool = False) -> str:
     lat, acc, mem = v.latency, v.accuracy, v.memory
     device = _e(v.device) + (f'<br><span class="emulated">{_e(EMULATED_LABEL)}</span>' if v.emulated else "")
     cells = [
@@ -142,6 +144,8 @@ def _row(v: Verdict) -> str:
         f'<td class="num">{fmt.number(v.peak_rss_mb, ".1f")}'
         + (f"<br>{fmt.number(mem.delta_mb, '+.1f')}" if mem and mem.delta_mb is not None else "") + "</td>",
     ]
+    if energy:
+        cells.append(f'<td class="num">{_e(energy_cell(v))}</td>')
     reasons = "".join(f"<li>{_e(r)}</li>" for r in v.reasons)
     notes = "<br>".join(_e(n) for n in v.notes)
     cells.append(
@@ -187,8 +191,11 @@ def render_html(
     parts.append("<h2>Devices</h2>")
     if verdicts:
         header = ["device", "profile", "status", "p50 ms", "baseline p50", "ratio / 95% CI", "p (slower)",
-                  "threshold", "top-1 / Δ pts", "agreement", "peak RSS MB / Δ", "reasons"]
-        parts.append(table(header, [_row(v) for v in sorted(verdicts, key=lambda v: (v.profile_name or "", v.device))]))
+                  "threshold", "top-1 / Δ pts", "agreement", "peak RSS MB / Δ"]
+        energy = has_energy(verdicts)
+        header += ["energy mJ/inference (Δ), estimated"] if energy else []
+        rows = [_row(v, energy) for v in sorted(verdicts, key=lambda v: (v.profile_name or "", v.device))]
+        parts.append(table([*header, "reasons"], rows))
     else:
         parts.append("<p>This run recorded no results.</p>")
     confirmations = _confirmation_rows(verdicts)

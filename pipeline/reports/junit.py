@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 from pipeline.farm.regression import Verdict, summarize
 from pipeline.farm.rows import Run
-from pipeline.reports.verdict_text import FAILING, change_point_text, confirmation_text, failed_metrics, policy_text
+from pipeline.reports.verdict_text import FAILING, change_point_text, confirmation_text, energy_text, failed_metrics, policy_text
 
 # Characters XML 1.0 cannot carry at all (control characters other than tab, LF, CR).
 _INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -60,6 +60,9 @@ def verdict_details(verdict: Verdict, *, with_policy: bool = True) -> str:
         )
     elif verdict.peak_rss_mb is not None:
         lines.append(f"peak RSS: {verdict.peak_rss_mb:.1f} MB")
+    energy = energy_text(verdict)
+    if energy:
+        lines.append(energy)
     if verdict.bundle_id:
         lines.append(f"bundle {verdict.bundle_id}" + (f" vs baseline bundle {verdict.baseline_bundle_id} ({verdict.baseline_key})" if verdict.baseline_bundle_id else ""))
     if verdict.emulated:

@@ -9,7 +9,9 @@ from typing import Optional, Sequence
 from pipeline import formatting as fmt
 from pipeline.farm.regression import Verdict, summarize
 from pipeline.farm.rows import Run
-from pipeline.reports.verdict_text import FAILING, change_point_text, confirmation_text, failed_metrics, policy_text
+from pipeline.reports.verdict_text import (
+    FAILING, change_point_text, confirmation_text, energy_cell, failed_metrics, has_energy, policy_text,
+)
 
 STATUS_LABELS = {
     "pass": "✅ pass",
@@ -99,18 +101,21 @@ def summary_markdown(verdicts: Sequence[Verdict], *, run: Optional[Run] = None, 
     for v in verdicts:
         by_profile[v.profile_name or "unknown"].append(v)
     for profile, items in sorted(by_profile.items()):
+        energy = has_energy(items)
         lines += [
             "",
             f"**profile {md_escape(profile)}**",
             "",
-            "| device | status | p50 ms (vs baseline) | ratio (95% CI) | A/B | top-1 (Δ pts) | peak RSS MB (Δ) |",
-            "|---|---|---|---|---|---|---|",
+            "| device | status | p50 ms (vs baseline) | ratio (95% CI) | A/B | top-1 (Δ pts) | peak RSS MB (Δ) |"
+            + (" energy mJ/inference (Δ) |" if energy else ""),
+            "|---|---|---|---|---|---|---|" + ("---|" if energy else ""),
         ]
         for v in sorted(items, key=lambda v: v.device):
             device = md_escape(v.device) + (f" *({EMULATED_LABEL})*" if v.emulated else "")
             p50, ratio = _latency_cells(v)
             lines.append(
                 f"| {device} | {_status_cell(v)} | {p50} | {ratio} | {_ab_cell(v)} | {_top1_cell(v)} | {_rss_cell(v)} |"
+                + (f" {energy_cell(v)} |" if energy else "")
             )
     attention = [v for v in verdicts if v.status != "pass" and v.reasons or v.change_points or v.trend
                  or (v.confirmation is not None and v.confirmation.status != "skipped")]

@@ -101,3 +101,31 @@ def distinct_policies(verdicts: Iterable[Verdict]) -> list[tuple[dict[str, Any],
         else:
             groups.append((dict(v.policy), [v.device]))
     return groups
+
+
+def has_energy(verdicts: Iterable[Verdict]) -> bool:
+    """Whether any device in the set sent an energy estimate: only then do tables get the column."""
+    return any(v.energy_mj_per_inference is not None for v in verdicts)
+
+
+def energy_cell(verdict: Verdict) -> str:
+    """``0.412 (+0.014)``: mJ per inference above idle and the change against the baseline."""
+    cell = fmt.number(verdict.energy_mj_per_inference, ".3f")
+    check = verdict.energy
+    if verdict.energy_mj_per_inference is not None and check is not None and check.delta_mj is not None:
+        cell += f" ({fmt.number(check.delta_mj, '+.3f')})"
+    return cell
+
+
+def energy_text(verdict: Verdict) -> Optional[str]:
+    """The energy line of a device's details, or None when it has no estimate."""
+    check = verdict.energy
+    if check is not None and check.delta_mj is not None:
+        return (
+            f"energy: {check.candidate_mj:.3f} mJ per inference vs {check.baseline_mj:.3f} mJ "
+            f"({check.delta_mj:+.3f} mJ, allowed +{check.threshold_mj:.3f}; estimated from the PMIC)"
+        )
+    if verdict.energy_mj_per_inference is not None:
+        why = f"; not compared: {check.reason}" if check is not None and check.reason else ""
+        return f"energy: {verdict.energy_mj_per_inference:.3f} mJ per inference (estimated from the PMIC{why})"
+    return None
