@@ -14,7 +14,7 @@ The command interface, exit codes and the profile record are fixed by ``device_a
                      [--max-ratio R]
     agent.py profile BUNDLE_DIR --target NAME [--threads N] [--runs N] [--min-seconds S]
                      [--warmup N] [--runtime auto|ai_edge_litert|tflite_runtime|tensorflow|onnxruntime]
-                     [--emulated] [--benchmark-model PATH|auto] [--output FILE]
+                     [--emulated] [--no-energy] [--benchmark-model PATH|auto] [--output FILE]
     agent.py ab BUNDLE_A BUNDLE_B --target NAME [--blocks N] [--runs-per-block N]
                 [--min-block-seconds S] [--warmup N] [--threads N] [--runtime ...] [--emulated]
                 [--output FILE]
@@ -1185,10 +1185,13 @@ class EnergyMeter(object):
     Without ``vcgencmd`` (or when its first idle reading fails) nothing is sampled, so the timed
     loop runs exactly as it would without the meter; :meth:`result` then gives the reason."""
 
-    def __init__(self, warnings, binary=None):
+    def __init__(self, warnings, binary=None, off=False):
         self.warnings = warnings
-        self.binary = binary if binary is not None else shutil.which("vcgencmd")
-        self.reason = None if self.binary else "no vcgencmd on PATH (not a Raspberry Pi, or its firmware tools are missing)"
+        self.binary = None if off else binary if binary is not None else shutil.which("vcgencmd")
+        self.reason = (
+            "energy sampling turned off (--no-energy)" if off
+            else None if self.binary else "no vcgencmd on PATH (not a Raspberry Pi, or its firmware tools are missing)"
+        )
         self.idle = []
         self.sampler = None
         self.energy = None
@@ -1980,7 +1983,7 @@ def cmd_profile(args):
     if class_names is not None and outputs != len(class_names):
         warnings.append("The model has %d outputs but labels.txt names %d classes." % (outputs, len(class_names)))
 
-    meter = EnergyMeter(warnings)
+    meter = EnergyMeter(warnings, off=args.no_energy)
     first_ms, samples = measure_latency(
         interpreter, input_detail["index"], inputs, args.warmup, args.runs, args.min_seconds, meter
     )
@@ -2229,6 +2232,8 @@ def build_parser():
     profile.add_argument("--eval-images", type=_positive_int, default=None, metavar="N",
                          help="score accuracy on the first N eval images only (default: all); timing still cycles through all")
     profile.add_argument("--emulated", action="store_true", help="mark the device as emulated (e.g. qemu-user)")
+    profile.add_argument("--no-energy", action="store_true",
+                         help="do not sample vcgencmd pmic_read_adc during the timed loop (energy: null)")
     profile.add_argument("--benchmark-model", metavar="PATH|auto", default=None,
                          help="also run TFLite's benchmark_model on the same model; 'auto' looks on PATH")
 

@@ -48,6 +48,9 @@ class ProfilingConfig(Strict):
     eval_images: Optional[int] = Field(
         None, gt=0, description="score accuracy on the first N eval images only (a slow device, a brief farm run); all when absent"
     )
+    energy: bool = Field(
+        True, description="sample the board's power during the timed loop where it can tell (a Pi 5's PMIC); false sends --no-energy"
+    )
 
 
 class SSHTransportConfig(Strict):

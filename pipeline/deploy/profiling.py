@@ -97,6 +97,8 @@ def profile(
             ]
             if settings.eval_images is not None:
                 args += ["--eval-images", str(settings.eval_images)]
+            if not settings.energy:
+                args.append("--no-energy")
             if target.emulated:
                 args.append("--emulated")
             agent = Agent(target, tr)

@@ -178,3 +178,13 @@ def test_ssh_profile_scores_the_targets_eval_images(ssh_target, tmp_path, tiny_b
         result = deploy(target, tiny_bundle_int8, transport=transport)
         run = profile(target, transport=transport, doctor=result.doctor)
     assert run.record.accuracy.count == 3 and run.record.latency.count == 7
+
+
+def test_ssh_profile_with_energy_off_sends_no_energy(ssh_target, tmp_path, tiny_bundle_int8):
+    """profiling.energy: false reaches the agent as --no-energy: the record says sampling was off."""
+    target = ssh_target(remote_dir=tmp_path / "device", profiling={"runs": 3, "min_seconds": 0.0, "warmup": 0, "energy": False})
+    with open_transport(target) as transport:
+        result = deploy(target, tiny_bundle_int8, transport=transport)
+        run = profile(target, transport=transport, doctor=result.doctor)
+    assert run.record.energy is None
+    assert run.record.energy_unavailable == "energy sampling turned off (--no-energy)"

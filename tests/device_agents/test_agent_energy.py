@@ -229,3 +229,16 @@ def test_profile_with_a_hung_vcgencmd_finishes(tiny_bundle_int8: Path, tmp_path:
     assert time.monotonic() - start < 30
     assert record["energy"] is None
     assert record["energy_unavailable"] == "vcgencmd pmic_read_adc did not answer within 2.0 s"
+
+
+def test_no_energy_never_calls_vcgencmd_for_the_pmic(tiny_bundle_int8: Path, tmp_path: Path) -> None:
+    """`--no-energy` (profiling.energy: false): the board can tell, but nothing samples it."""
+    bin_dir, log = fake_vcgencmd(tmp_path / "bin")
+    record = run_agent(
+        "profile", tiny_bundle_int8, "--target", "rpi5", "--runs", "5", "--min-seconds", "0.3", "--warmup", "0",
+        "--no-energy", env=path_with(bin_dir),
+    ).json
+    assert record["energy"] is None
+    assert record["energy_unavailable"] == "energy sampling turned off (--no-energy)"
+    assert not log.exists() or log.read_text() == ""
+    assert record["device"]["throttling"]["raw"] == "0x0"  # vcgencmd itself is still asked about throttling
