@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-packages
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev,onnx,labgrid]'
+	$(VENV)/bin/pip install -q -e '.[dev,onnx,labgrid,cluster]'
 	$(VENV)/bin/pip install -q --no-deps 'tf-keras>=2.21,<2.22'
 	@touch $@
 

@@ -14,10 +14,12 @@ from typing import Callable, Optional
 
 from pipeline.config.profile import BuildProfile, DistillationConfig, TeacherConfig, load_profile
 from pipeline.errors import ConfigError
+from pipeline.execute.executor import Executor
+from pipeline.execute.stage_runner import StageJob, StageRunner
 from pipeline.fsutil import canonical_json, sha256_bytes, sha256_file
 from pipeline.paths import bundles_dir
 from pipeline.progress import NullProgress, Progress
-from pipeline.stages.base import Artifact, RunContext, Stage, run_stage
+from pipeline.stages.base import Artifact, RunContext, Stage
 from pipeline.stages.data_stage import DataStage, DataStageConfig
 from pipeline.stages.evaluate_stage import EvaluateStage, EvaluateStageConfig
 from pipeline.stages.onnx_export_stage import OnnxExportStage, OnnxExportStageConfig
@@ -25,7 +27,6 @@ from pipeline.stages.onnx_import_stage import OnnxImportStage, onnx_import_confi
 from pipeline.stages.package_stage import PackageStage, PackageStageConfig, publish_bundle
 from pipeline.stages.prune_stage import PruneStage, PruneStageConfig
 from pipeline.stages.quantize_stage import QuantizeStage, QuantizeStageConfig
-from pipeline.stages.side_by_side import StageJob, run_side_by_side
 from pipeline.stages.student_stage import StudentStage, StudentStageConfig, teacher_input_names
 from pipeline.stages.teacher_stage import TeacherStage, TeacherStageConfig
 
@@ -64,7 +65,7 @@ class _Run:
 
     ctx: RunContext
     result: BuildResult
-    max_jobs: Optional[int]
+    runner: StageRunner
     teachers: dict[str, Artifact] = field(default_factory=dict)
 
     @property
@@ -90,13 +91,13 @@ def _record(run: _Run, key: str, artifact: Artifact) -> Artifact:
 
 
 def _step(run: _Run, key: str, stage: Stage, **inputs: Artifact) -> Artifact:
-    """Run one stage through the cache and record it."""
-    return _record(run, key, run_stage(stage, inputs, run.ctx))
+    """Run one stage through the cache (here, or on the cluster if it trains and one is given)."""
+    return _record(run, key, run.runner.run(stage, inputs))
 
 
 def _side_by_side(run: _Run, jobs: list[StageJob]) -> dict[str, Artifact]:
     """Independent stages with the same budget (the two students) train concurrently."""
-    built = run_side_by_side(jobs, run.ctx, run.max_jobs)
+    built = run.runner.run_all(jobs)
     return {job.key: _record(run, job.key, built[job.key]) for job in jobs}
 
 
@@ -201,18 +202,21 @@ def build_profile(
     progress: Progress | None = None,
     until: Optional[str] = None,
     max_jobs: Optional[int] = None,
+    executor: Optional[Executor] = None,
 ) -> BuildResult:
     """Build ``profile`` (an object, a name like ``quick`` or a YAML path) up to stage ``until``.
 
     ``max_jobs`` caps how many independent stages run at once (default ``$EDGESHIP_JOBS`` or the
-    number of cores; 1 runs everything in this process, in order).
+    number of cores; 1 runs everything in this process, in order). ``executor`` (a cluster's)
+    runs the training stages; without one they run on this machine.
     """
     if not isinstance(profile, BuildProfile):
         profile = load_profile(profile)
     if until is not None and until not in STAGE_NAMES:
         raise ConfigError(f"Unknown stage '{until}'. Stages: {', '.join(STAGE_NAMES)}.")
     result = BuildResult(profile=profile)
-    run = _Run(ctx=RunContext(progress=progress or NullProgress()), result=result, max_jobs=max_jobs)
+    ctx = RunContext(progress=progress or NullProgress())
+    run = _Run(ctx=ctx, result=result, runner=StageRunner(ctx, executor, max_jobs))
     started = time.perf_counter()
     for name, step in _STEPS:
         step(run)

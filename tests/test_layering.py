@@ -45,6 +45,7 @@ def test_the_import_contracts_hold() -> None:
         ("pipeline/quantize/convert.py", "from pipeline.stages import base", "The ML packages know nothing"),
         ("pipeline/deploy/layout.py", "import tensorflow", "Deploying needs no TensorFlow"),
         ("pipeline/clock.py", "from pipeline.config import profile", "The ground floor imports no other"),
+        ("pipeline/execute/executor.py", "from pipeline import build", "Execution knows stages"),
     ],
 )
 def test_a_planted_violation_breaks_its_contract(tmp_path: Path, module: str, planted: str, contract: str) -> None:

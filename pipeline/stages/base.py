@@ -107,9 +107,16 @@ class Stage(ABC, Generic[ConfigT]):
     inputs: ClassVar[tuple[str, ...]] = ()
     # The one place a stage declares which config keys its recipe id ignores (and why, beside each).
     recipe_ignores: ClassVar[tuple[RecipeIgnore, ...]] = ()
+    # Training stages set 1: they may run on a cluster worker, one per core it offers.
+    cores: ClassVar[int] = 0
 
     def __init__(self, config: ConfigT) -> None:
         self.config: ConfigT = config
+
+    def task_cores(self) -> int:
+        """Cores this stage asks of a cluster worker; 0 keeps it on the client (quick stages, and
+        stages that read files of the client's own: datasets, user-supplied models)."""
+        return type(self).cores
 
     def config_json(self) -> dict[str, Any]:
         """The config as the recipe id (and meta.json) sees it: dumped, minus ``recipe_ignores``."""

@@ -37,6 +37,7 @@ class PruneStage(Stage[PruneStageConfig]):
     name = "prune"
     description = "Prune and/or cluster the student's weights, then fine-tune it."
     version = 3  # 2: clustering keeps magnitude-pruned weights at exactly zero; 3: channels tied by Adds are pruned together
+    cores = 1
     recipe_ignores = KD_RECIPE_IGNORES
 
     def __init__(self, config: PruneStageConfig) -> None:

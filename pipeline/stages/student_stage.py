@@ -44,6 +44,7 @@ class StudentStage(Stage[StudentStageConfig]):
     name = "distill"
     description = "Train the compact student, on the teachers' soft targets or from scratch."
     version = 2  # 2: BatchNorm momentum 0.9
+    cores = 1
     recipe_ignores = KD_RECIPE_IGNORES
 
     def __init__(self, config: StudentStageConfig) -> None:

@@ -31,6 +31,7 @@ class TeacherStage(Stage[TeacherStageConfig]):
     name = "teacher"
     description = "Train (or load) the teacher and cache its logits for every training image."
     version = 3  # 2: BatchNorm momentum 0.9; 3: teacher.shift, default 0 (was a fixed 2)
+    cores = 1
     inputs = ("data",)
     recipe_ignores = (
         # The effective input size is ``preprocessing`` below; teacher.preprocessing only chose it.
@@ -43,6 +44,10 @@ class TeacherStage(Stage[TeacherStageConfig]):
         super().__init__(config)
         if config.teacher.kind == "onnx-file":  # the converted model comes from the cached onnx_import stage
             self.inputs = ("data", "onnx_import")
+
+    def task_cores(self) -> int:
+        # a keras-file teacher is a file on the client's disk: it is loaded there
+        return 0 if self.config.teacher.kind == "keras-file" else self.cores
 
     def run(self, inputs: Mapping[str, Artifact], out: Path, ctx: RunContext) -> dict[str, Any]:
         from pipeline.models.cost import count_macs, count_parameters

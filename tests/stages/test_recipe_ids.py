@@ -20,7 +20,7 @@ import pipeline.build as build
 from pipeline.config.loader import validate
 from pipeline.config.profile import BuildProfile, load_profile
 from pipeline.stages.base import Artifact, RecipeIgnore, RunContext, Stage
-from pipeline.stages.side_by_side import StageJob
+from pipeline.execute.stage_runner import StageJob, StageRunner
 from tests.helpers.profiles import merged
 
 TEACHER_FILES = {"teacher.onnx": b"fixed stand-in for an ONNX teacher", "teacher.keras": b"fixed stand-in for a Keras teacher"}
@@ -70,11 +70,10 @@ def recipe_ids(profile: BuildProfile, monkeypatch: pytest.MonkeyPatch, tmp: Path
         ids[f"{len(ids):02d} {stage.name}"] = stage.recipe_id(inputs)  # in build order
         return Artifact(stage=stage.name, recipe_id=f"fixed-{stage.name}-{len(ids)}", path=tmp, meta={"metrics": {"host_metrics": host_metrics}})
 
-    def fake_side_by_side(jobs: list[StageJob], ctx: RunContext, max_jobs: Any = None) -> dict[str, Artifact]:
-        return {job.key: fake_run_stage(job.stage, job.inputs, ctx) for job in jobs}
+    def fake_run_all(runner: StageRunner, jobs: list[StageJob], concurrent: bool = True) -> dict[str, Artifact]:
+        return {job.key: fake_run_stage(job.stage, job.inputs, runner.ctx) for job in jobs}
 
-    monkeypatch.setattr(build, "run_stage", fake_run_stage)
-    monkeypatch.setattr(build, "run_side_by_side", fake_side_by_side)
+    monkeypatch.setattr(StageRunner, "run_all", fake_run_all)
     monkeypatch.setattr(build, "publish_bundle", lambda artifact, root: tmp)
     build.build_profile(profile, until=until)
     return ids

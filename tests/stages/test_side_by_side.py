@@ -147,6 +147,8 @@ def test_a_failure_stops_the_sibling_instead_of_waiting_for_it(tmp_path: Path) -
         run_side_by_side(stuck, RunContext(cache_root=tmp_path / "cache"), max_jobs=2)
     assert time.monotonic() - started < 90, "the parent waited for the stuck sibling"
     assert load_artifact("record", stuck[0].stage.recipe_id({}), tmp_path / "cache") is None
+    # the stopped sibling removed its temporary directory on its way out (SIGTERM -> SystemExit)
+    assert not list((tmp_path / "cache" / "record").glob(".*.partial"))
 
 
 def test_a_worker_that_dies_gets_a_clear_error_not_a_traceback(tmp_path: Path) -> None:

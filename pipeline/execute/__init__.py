@@ -1,0 +1,1 @@
+"""Where stage work runs: this process, local worker processes, or a Dask cluster."""
