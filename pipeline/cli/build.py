@@ -7,17 +7,21 @@ from typing import Any, Optional
 import click
 
 from pipeline.cli import main
+from pipeline.cli.options import CLUSTER
 
 
-def _run(profile: str, until: str | None, jobs: int | None = None) -> None:
+def _run(profile: str, until: str | None, jobs: int | None = None, cluster: str | None = None) -> None:
     from pipeline.cli.output import make_console
 
     from pipeline.build import build_profile
     from pipeline.cli.output import make_progress
+    from pipeline.execute.choose import open_executor
     from pipeline.reports.build_table import build_table, pruning_table
 
     console = make_console()
-    result = build_profile(profile, progress=make_progress(), until=until, max_jobs=jobs)
+    progress = make_progress()
+    with open_executor(cluster, progress) as executor:
+        result = build_profile(profile, progress=progress, until=until, max_jobs=jobs, executor=executor)
     console.print(build_table(result))
     compression = pruning_table(result)
     if compression is not None:
@@ -38,9 +42,10 @@ JOBS = click.option(
 @main.command()
 @click.option("--profile", "-p", default="default", show_default=True, help="Profile name in profiles/ or a path to a YAML file.")
 @JOBS
-def build(profile: str, jobs: int | None) -> None:
+@CLUSTER
+def build(profile: str, jobs: int | None, cluster: str | None) -> None:
     """Build a profile: data, teacher, distill, prune, quantize, evaluate, package (cached)."""
-    _run(profile, None, jobs)
+    _run(profile, None, jobs, cluster)
 
 
 class StageName(click.ParamType):
@@ -78,6 +83,7 @@ class StageCommand(click.Command):
 @click.argument("name", type=StageName())
 @click.option("--profile", "-p", default="default", show_default=True, help="Profile name in profiles/ or a path to a YAML file.")
 @JOBS
-def stage(name: str, profile: str, jobs: int | None) -> None:
+@CLUSTER
+def stage(name: str, profile: str, jobs: int | None, cluster: str | None) -> None:
     """Run one stage of a profile (its upstream stages come from the cache or run first)."""
-    _run(profile, name, jobs)
+    _run(profile, name, jobs, cluster)

@@ -16,6 +16,7 @@ import click
 
 from pipeline import formatting as fmt
 from pipeline.cli import main
+from pipeline.cli.options import CLUSTER
 
 if TYPE_CHECKING:
     from pipeline.deploy.record import ProfileRecord
@@ -114,15 +115,18 @@ def _load(target: str):
     return load_target(target)
 
 
-def _build_bundle(profile_name: str, console) -> Path:
+def _build_bundle(profile_name: str, console, cluster: Optional[str] = None) -> Path:
     """Build (or take from the cache) the profile's bundle and show what it holds: the model's
     accuracy, size and parameters belong next to the device's numbers."""
     from pipeline.build import build_profile  # heavy (TensorFlow): only when building
     from pipeline.cli.output import make_progress
     from pipeline.errors import EdgeshipError
+    from pipeline.execute.choose import open_executor
     from pipeline.reports.build_table import build_table
 
-    result = build_profile(profile_name, progress=make_progress())
+    progress = make_progress()
+    with open_executor(cluster, progress) as executor:
+        result = build_profile(profile_name, progress=progress, executor=executor)
     if getattr(result, "bundle_dir", None) is None:
         raise EdgeshipError(f"Building profile '{profile_name}' produced no bundle to deploy.")
     console.print(build_table(result))
@@ -150,6 +154,7 @@ def _measurement_options(command):
 @_measurement_options
 @click.option("--wait-lock", type=click.FloatRange(min=0), default=0.0, show_default=True, help="seconds to wait if another run holds the device")
 @click.option("--json", "as_json", is_flag=True, help="print the deploy result and profile record as JSON")
+@CLUSTER
 def deploy(
     target: str,
     bundle: Optional[Path],
@@ -160,6 +165,7 @@ def deploy(
     warmup: Optional[int],
     wait_lock: float,
     as_json: bool,
+    cluster: Optional[str],
 ) -> None:
     """Ship a bundle to TARGET, switch to it atomically, then profile it there."""
     from pipeline.deploy.deployer import deploy as do_deploy
@@ -170,7 +176,7 @@ def deploy(
     out = _console()
     err = _console(stderr=True)
     if bundle is None:
-        bundle = _build_bundle(profile_name or cfg.default_profile, err if as_json else out)
+        bundle = _build_bundle(profile_name or cfg.default_profile, err if as_json else out, cluster)
     elif profile_name:
         raise click.UsageError("--bundle and --profile are alternatives: give one of them.")
     with open_transport(cfg) as transport, _upload_progress(err) as progress:

@@ -9,6 +9,7 @@ from typing import Optional
 import click
 
 from pipeline.cli import main
+from pipeline.cli.options import CLUSTER
 
 DEFAULT_INVENTORY = "targets/farm.yaml"
 
@@ -88,17 +89,20 @@ def farm() -> None:
 @click.option("--tags", "-t", multiple=True, help="Only devices with this tag or name (repeatable).")
 @click.option("--profile", "-p", default=None, help="Build profile for every device (overrides the inventory).")
 @click.option("--bundle", "-b", "bundle", default=None, type=click.Path(file_okay=False), help="Deploy this built bundle to every device instead of building (its profile is the manifest's).")
-def farm_run(inventory: str, tags: tuple[str, ...], profile: Optional[str], bundle: Optional[str]) -> None:
+@CLUSTER
+def farm_run(inventory: str, tags: tuple[str, ...], profile: Optional[str], bundle: Optional[str], cluster: Optional[str]) -> None:
     """Build the bundles needed (cached), then deploy and profile every selected device."""
     from pipeline.farm.inventory import load_inventory
+    from pipeline.execute.choose import open_executor
     from pipeline.farm.runner import run_farm
     from pipeline.cli.output import make_progress
 
     profile, bundles = _given_bundle(bundle, profile)
     loaded = load_inventory(inventory, profile_override=profile)
     loaded.select(tags)  # fail on unknown tags before building anything
-    with LiveDevices() as live:
-        result = run_farm(loaded, tags=tags, progress=make_progress(), listener=live, bundles=bundles)
+    progress = make_progress()
+    with open_executor(cluster, progress) as executor, LiveDevices() as live:
+        result = run_farm(loaded, tags=tags, progress=progress, listener=live, bundles=bundles, executor=executor)
     ok = sum(o.status == "ok" for o in result.outcomes)
     click.echo(f"run {result.run_id}: {ok}/{len(result.outcomes)} devices profiled in {result.seconds:.1f}s")
     for o in result.outcomes:
@@ -111,16 +115,19 @@ def farm_run(inventory: str, tags: tuple[str, ...], profile: Optional[str], bund
 @click.option("--tags", "-t", multiple=True, help="Only devices with this tag or name (repeatable).")
 @click.option("--profile", "-p", default=None, help="Build profile for every device (overrides the inventory).")
 @click.option("--bundle", "-b", "bundle", default=None, type=click.Path(file_okay=False), help="Deploy this built bundle to every device instead of building (its profile is the manifest's).")
-def nightly(inventory: str, tags: tuple[str, ...], profile: Optional[str], bundle: Optional[str]) -> None:
+@CLUSTER
+def nightly(inventory: str, tags: tuple[str, ...], profile: Optional[str], bundle: Optional[str], cluster: Optional[str]) -> None:
     """Build, farm run, regression check, reports. Exit 0 ok, 1 regression, 2 infrastructure failure."""
     from pipeline.cli.output import make_console
 
+    from pipeline.execute.choose import open_executor
     from pipeline.farm.nightly import run_nightly
     from pipeline.cli.output import make_progress
 
     profile, bundles = _given_bundle(bundle, profile)
-    with LiveDevices() as live:
-        result = run_nightly(inventory, tags=tags, profile=profile, progress=make_progress(), listener=live, bundles=bundles)
+    progress = make_progress()
+    with open_executor(cluster, progress) as executor, LiveDevices() as live:
+        result = run_nightly(inventory, tags=tags, profile=profile, progress=progress, listener=live, bundles=bundles, executor=executor)
     console = make_console()
     console.print(_verdict_table(result.verdicts))
     _print_reasons(console, result.verdicts)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import click
 
 from pipeline.cli import main
+from pipeline.cli.options import CLUSTER
 
 
 def _floats(text: Optional[str]) -> Optional[tuple[float, ...]]:
@@ -86,14 +87,17 @@ def _finish(result, select_expr: Optional[str], write_profile: Optional[Path]) -
 @click.option("--remeasure", is_flag=True, help="measure bundles again even if an earlier sweep measured them on this target")
 @click.option("--runs", type=click.IntRange(min=1), help="minimum timed invokes per variant (default: the target's)")
 @click.option("--min-seconds", type=click.FloatRange(min=0), help="minimum timed seconds per variant (default: the target's)")
+@CLUSTER
 def sweep(
     profile: Optional[str], target: str, grid_file: Optional[str], family: Optional[str], width: Optional[str],
     resolution: Optional[str], sparsity: Optional[str], pruning_method: Optional[str], quant: Optional[str],
     select_expr: Optional[str], write_profile: Optional[Path], remeasure: bool, runs: Optional[int], min_seconds: Optional[float],
+    cluster: Optional[str],
 ) -> None:
     """Build a grid of variants, profile each on TARGET, and show the accuracy-vs-cost Pareto fronts."""
     from pipeline.config.target import load_target
     from pipeline.cli.output import make_progress
+    from pipeline.execute.choose import open_executor
     from pipeline.sweep.constraints import parse_constraints
     from pipeline.sweep.runner import run_sweep
 
@@ -105,7 +109,10 @@ def sweep(
         "family": _words(family), "width": _floats(width), "resolution": _ints(resolution),
         "sparsity": _floats(sparsity), "pruning_method": pruning_method, "quantization": _words(quant),
     })
-    result = run_sweep(grid, load_target(target), progress=make_progress(), remeasure=remeasure, runs=runs, min_seconds=min_seconds)
+    target_config = load_target(target)
+    progress = make_progress()
+    with open_executor(cluster, progress) as executor:
+        result = run_sweep(grid, target_config, progress=progress, remeasure=remeasure, runs=runs, min_seconds=min_seconds, executor=executor)
     _finish(result, select_expr, write_profile)
 
 

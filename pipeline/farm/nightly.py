@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from pipeline.execute.executor import Executor
 from pipeline.farm.inventory import load_inventory
 from pipeline.farm.regression import Policy, RunSummary, Verdict, check_run, summarize
 from pipeline.farm.runner import FarmRun, Listener, run_farm
@@ -34,6 +35,7 @@ def run_nightly(
     progress: Optional[Progress] = None,
     listener: Optional[Listener] = None,
     bundles: Optional[dict[str, Path]] = None,
+    executor: Optional[Executor] = None,
 ) -> NightlyResult:
     from pipeline.reports.html import write_reports
     from pipeline.reports.index import write_index
@@ -41,7 +43,7 @@ def run_nightly(
     loaded = load_inventory(inventory, profile_override=profile)
     store = store or ResultsStore()
     policy = policy or loaded.policy
-    farm = run_farm(loaded, tags=tags, store=store, progress=progress, listener=listener, bundles=bundles, policy=policy)
+    farm = run_farm(loaded, tags=tags, store=store, progress=progress, listener=listener, bundles=bundles, policy=policy, executor=executor)
     verdicts = check_run(store, farm.run_id, policy=policy)
     reports = write_reports(store, farm.run_id, policy=policy)
     reports["index"] = write_index(store)  # the morning page across nights

@@ -26,6 +26,7 @@ from typing import Callable, ContextManager, Optional, Sequence
 from pipeline.bundle.manifest import read_manifest
 from pipeline.deploy.record import ProfileRecord
 from pipeline.errors import EdgeshipError
+from pipeline.execute.executor import Executor
 from pipeline.farm.confirmation import ConfirmPlan, confirm_on_device, plan_confirmation, suspicion
 from pipeline.farm.inventory import FarmDevice, LoadedInventory
 from pipeline.farm.labgrid import (
@@ -43,6 +44,7 @@ from pipeline.farm.labgrid import prepare as prepare_labgrid
 from pipeline.farm.policy import Policy
 from pipeline.farm.store import ResultsStore
 from pipeline.farm.verdicts import ConfirmationCheck
+from pipeline.parallel_builds import build_each
 from pipeline.progress import NullProgress, Progress
 
 log = logging.getLogger(__name__)
@@ -179,15 +181,15 @@ def _run_device(
     return outcome
 
 
-def build_bundles(profiles: Sequence[str], progress: Progress) -> dict[str, Path]:
-    """Build (or fetch from the cache) one bundle per build profile."""
-    from pipeline.build import build_profile
-
+def build_bundles(profiles: Sequence[str], progress: Progress, executor: Optional[Executor] = None) -> dict[str, Path]:
+    """Build (or fetch from the cache) one bundle per build profile; all at once on a cluster."""
+    names = list(dict.fromkeys(profiles))
     bundles = {}
-    for name in dict.fromkeys(profiles):
-        result = build_profile(name, progress=progress)
-        assert result.bundle_dir is not None
-        bundles[name] = result.bundle_dir
+    for name, outcome in zip(names, build_each(names, progress, executor)):
+        if outcome.error is not None:
+            raise outcome.error
+        assert outcome.result is not None and outcome.result.bundle_dir is not None
+        bundles[name] = outcome.result.bundle_dir
     return bundles
 
 
@@ -199,10 +201,12 @@ def run_farm(
     listener: Optional[Listener] = None,
     bundles: Optional[dict[str, Path]] = None,
     policy: Optional[Policy] = None,
+    executor: Optional[Executor] = None,
 ) -> FarmRun:
     """Deploy and profile every selected device; returns the run id and each device's outcome.
 
-    ``bundles`` maps build profile name to bundle directory; profiles not in it are built first.
+    ``bundles`` maps build profile name to bundle directory; profiles not in it are built first
+    (their training on ``executor``, a cluster's, when given).
     ``policy`` (default: the inventory's) decides when a device confirms its latency by an A/B.
     """
     progress = progress or NullProgress()
@@ -212,7 +216,7 @@ def run_farm(
     labgrid = prepare_labgrid(loaded.path, inv.labgrid, devices)  # refuses a bad labgrid setup before any build or deploy
     bundles = dict(bundles or {})
     missing = [d.profile for d in devices if d.profile not in bundles]
-    bundles.update(build_bundles(missing, progress))
+    bundles.update(build_bundles(missing, progress, executor))
     store = store or ResultsStore()
     store.mark_stale_runs_aborted()
     profiles = sorted({d.profile for d in devices})

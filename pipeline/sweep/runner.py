@@ -14,6 +14,8 @@ from typing import Any, Optional
 from pipeline.clock import utc_now
 from pipeline.config.target import TargetConfig
 from pipeline.errors import EdgeshipError
+from pipeline.execute.executor import Executor
+from pipeline.parallel_builds import BuildOutcome, build_each
 from pipeline.paths import results_dir
 from pipeline.progress import NullProgress, Progress
 from pipeline.sweep.grid import SweepGrid, Variant, expand
@@ -59,11 +61,14 @@ def run_sweep(
     remeasure: bool = False,
     runs: Optional[int] = None,
     min_seconds: Optional[float] = None,
+    executor: Optional[Executor] = None,
 ) -> SweepResult:
     """Build and measure every variant of ``grid`` on ``target``; returns the stored rows.
 
-    A bundle already measured on this target by an earlier sweep is not measured again unless
-    ``remeasure`` is set, so rerunning a sweep costs only cache lookups.
+    Every variant is built first (all at once on a cluster ``executor``), then measured one at a
+    time, so no build competes with a measurement for the target's cores. A bundle already
+    measured on this target by an earlier sweep is not measured again unless ``remeasure`` is
+    set, so rerunning a sweep costs only cache lookups.
     """
     from pipeline.transport import open_transport
 
@@ -75,12 +80,14 @@ def run_sweep(
     try:
         sweep_id = store.start(utc_now("seconds"), grid.base_profile, target.name, grid.model_dump(mode="json"))
         result = SweepResult(sweep_id=sweep_id, target=target.name, base_profile=grid.base_profile, rows=[])
-        if own_transport:
+        if own_transport:  # first: an unreachable target fails the sweep before hours of building
             transport = open_transport(target)
+        progress.note(f"[sweep] building {len(variants)} variants" + (" on the cluster" if executor is not None and not executor.shares_cache else ""))
+        builds = build_each([variant.profile for variant in variants], progress, executor)
         with progress.task(f"sweep: {len(variants)} variants on {target.name}", total=len(variants)) as advance:
-            for number, variant in enumerate(variants, 1):
+            for number, (variant, built) in enumerate(zip(variants, builds), 1):
                 progress.note(f"[sweep] {number}/{len(variants)} {variant.name}")
-                row = _run_variant(variant, target, transport, store, remeasure, runs, min_seconds, progress)
+                row = _measure_variant(variant, built, target, transport, store, remeasure, runs, min_seconds, progress)
                 store.add_variant(sweep_id, row, variant.settings, variant.profile.model_dump(mode="json"))
                 result.rows.append({**row, **variant.settings})
                 result.profiles[variant.name] = variant.profile.model_dump(mode="json")
@@ -94,8 +101,9 @@ def run_sweep(
             store.close()
 
 
-def _run_variant(
+def _measure_variant(
     variant: Variant,
+    outcome: BuildOutcome,
     target: TargetConfig,
     transport: Transport,
     store: SweepStore,
@@ -104,13 +112,16 @@ def _run_variant(
     min_seconds: Optional[float],
     progress: Progress,
 ) -> dict[str, Any]:
-    from pipeline.build import build_profile
     from pipeline.deploy.deployer import deploy
     from pipeline.deploy.profiling import profile
 
     row: dict[str, Any] = {"name": variant.name}
+    if outcome.error is not None:
+        row["error"] = str(outcome.error)
+        return row
+    built = outcome.result
+    assert built is not None
     try:
-        built = build_profile(variant.profile, progress=progress)
         host = built.artifacts["package"].metrics["host_metrics"]
         row.update(
             bundle_id=built.bundle_dir.name if built.bundle_dir else None,

@@ -18,18 +18,11 @@ from pipeline.sweep.export import write_variant_profile
 from pipeline.sweep.grid import SweepGrid
 from pipeline.sweep.runner import load_sweep, run_sweep
 from pipeline.sweep.store import SweepStore
+from tests.helpers.profiles import TINY, merged
 
 pytestmark = pytest.mark.slow
 
-BASE = {
-    "name": "tiny-sweep",
-    "seed": 5,
-    "dataset": {"max_train": 800, "max_test": 300, "calibration_count": 60, "eval_count": 60},
-    "teacher": {"base_width": 8, "blocks_per_stage": [1, 1], "training": {"epochs": 1, "batch_size": 64}},
-    "student": {"family": "mobilenet_v2", "width_multiplier": 0.35, "training": {"epochs": 1, "batch_size": 64}},
-    "pruning": {"fine_tune": {"epochs": 1, "batch_size": 64}},
-    "quantization": {"modes": ["int8"], "ship": "int8", "calibration_samples": 40},
-}
+BASE = merged(TINY, name="tiny-sweep", pruning={"fine_tune": {"epochs": 1, "batch_size": 64}})
 
 
 def _model_sha(bundle: Path) -> str:
