@@ -16,7 +16,7 @@ def main() -> None:
     from pipeline.progress import RichProgress
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench")
-    parser.add_argument("which", nargs="*", default=["build", "deploy", "farm", "compression", "onnx", "gate"], help="benchmarks to run (build, deploy, farm, fleet, compression, onnx, gate)")
+    parser.add_argument("which", nargs="*", default=["build", "deploy", "farm", "compression", "onnx", "gate", "cluster"], help="benchmarks to run (build, deploy, farm, fleet, compression, onnx, gate, cluster)")
     parser.add_argument("--profile", default="default")
     parser.add_argument("--quick", action="store_true", help="gate: a quarter of the nights (A/A 25+25, 8 per rung; targets not certified)")
     args = parser.parse_args()
@@ -51,6 +51,10 @@ def main() -> None:
             from pipeline.bench import gate_bench
 
             payload = gate_bench.run(args.profile, progress=RichProgress(), quick=args.quick)
+        elif name == "cluster":  # a sweep of the quick grid on a two-worker LocalCluster
+            from pipeline.bench import cluster_bench
+
+            payload = cluster_bench.run("quick" if args.profile == "default" else args.profile, progress=RichProgress())
         else:
             parser.error(f"unknown benchmark {name!r}")
         table = Table(title=f"bench: {name} (results/bench/{name}.json)")

@@ -53,8 +53,10 @@ class TaskRecord:
     ran: bool  # False: the worker's own cache had it
     bytes_in: int
     bytes_out: int
-    stage_seconds: float
-    wall_seconds: float
+    stage_seconds: float  # the stage's own run on the worker
+    wall_seconds: float  # submit to result, as the client saw it
+    queued_seconds: float  # submit to the task starting on its worker (waiting for a free core)
+    overhead_seconds: float  # the rest: scheduling, moving and installing inputs, packing and returning the output
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ class RemoteResult:
     ran: bool
     worker: str
     bytes_in: int
-    seconds: float
+    seconds: float  # the stage's run
+    started_at: float  # wall clock on the worker when the task began (bench bookkeeping only)
 
 
 _inflight: dict[tuple[str, str, str], "Future[Artifact]"] = {}
@@ -162,21 +165,23 @@ class StageRunner:
                 name: executor.share(f"{a.stage}/{a.recipe_id}", functools.partial(_pack_cached, a))
                 for name, a in job.inputs.items()
             }
-            submitted.append(time.monotonic())
+            submitted.append(time.time())
             future = executor.submit(
                 remote_stage_task, job.stage, packed, code_fingerprint(), label=job.key, cores=job.stage.task_cores()
             )
-            future.add_done_callback(lambda _, index=index: finished.setdefault(index, time.monotonic()))
+            future.add_done_callback(lambda _, index=index: finished.setdefault(index, time.time()))
             futures.append(future)
         outcomes: list[RemoteResult] = wait_all(futures, executor)
         built = {}
         for index, (job, outcome) in enumerate(zip(jobs, outcomes)):
             artifact = install_artifact(outcome.packed, self.ctx.root)
             built[job.key] = replace(artifact, cached=not outcome.ran)
-            wall = finished.get(index, time.monotonic()) - submitted[index]
+            wall = finished.get(index, time.time()) - submitted[index]
+            queued = max(0.0, outcome.started_at - submitted[index])  # clocks of one host, or NTP-close ones
             executor.record(TaskRecord(
                 job.stage.name, outcome.packed.recipe_id, outcome.worker, outcome.ran, outcome.bytes_in,
-                outcome.packed.size, outcome.seconds, round(wall, 3),
+                outcome.packed.size, outcome.seconds, round(wall, 3), round(queued, 3),
+                round(max(0.0, wall - queued - outcome.seconds), 3),
             ))
         return built
 
@@ -217,10 +222,11 @@ def remote_stage_task(task: TaskContext, stage: Stage, packed: Mapping[str, Pack
             f"{code_fingerprint()[:12]}, client {fingerprint[:12]}), so its {stage.name} artifact could not be trusted "
             f"under the client's recipe id. Install the client's checkout on every worker and restart them."
         )
+    started_at = time.time()
     inputs = {name: install_artifact(item, task.cache_root) for name, item in packed.items()}
     started = time.monotonic()
     artifact = run_stage(stage, inputs, RunContext(progress=task.progress, cache_root=task.cache_root))
     return RemoteResult(
         pack_artifact(artifact), ran=not artifact.cached, worker=task.worker,
-        bytes_in=sum(item.size for item in packed.values()), seconds=round(time.monotonic() - started, 3),
+        bytes_in=sum(item.size for item in packed.values()), seconds=round(time.monotonic() - started, 3), started_at=started_at,
     )
