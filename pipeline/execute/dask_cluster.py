@@ -8,7 +8,7 @@ Dask does the scheduling, data movement and retries; this module only adapts it 
 - progress travels as Dask events (``log_event``/``subscribe_topic``) to the client's display;
 - a task whose worker dies is rescheduled by Dask itself (``distributed.scheduler.allowed-failures``);
   an exception raised by the task (a bad config) is not retried and reaches the client as raised;
-- cancelling sets a cluster-wide event that running tasks see at their next progress report.
+- a cancelled task stops at its next progress report, when it finds its key cancelled on its worker.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 import uuid
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from pipeline.errors import ConfigError, EdgeshipError
 from pipeline.execute.executor import Executor, TaskCancelled, TaskContext, cancel_future
@@ -70,8 +70,8 @@ class DaskExecutor(Executor):
         self.builds_at_once = 16
         self._replay = ProgressReplay(progress or NullProgress())
         self.client.subscribe_topic(TOPIC, lambda event: self._replay.handle(tuple(event[1])))
-        self._cancel_name = f"edgeship-cancel-{uuid.uuid4().hex}"
-        self._futures: dict[str, Any] = {}
+        self._futures: dict[str, Any] = {}  # key -> Dask future, while running
+        self._keys: dict[Future, str] = {}  # the caller's future -> its key
         self._shared: dict[str, Any] = {}
         self.task_records: list[Any] = []  # what each stage task cost, in finishing order
         self._lock = threading.Lock()
@@ -107,18 +107,20 @@ class DaskExecutor(Executor):
     def submit(self, fn: Callable[..., T], /, *args: Any, label: str = "", cores: int = 1) -> "Future[T]":
         key = f"edgeship-{label or getattr(fn, '__name__', 'task')}-{uuid.uuid4().hex[:12]}"
         remote = self.client.submit(
-            _dask_call, fn, args, self._cancel_name, cores, key=key, pure=False, retries=0,
+            _dask_call, fn, args, cores, key=key, pure=False, retries=0,
             resources={"cores": cores} if cores > 0 else None,
         )
+        outer: Future[T] = Future()
         with self._lock:
             self._futures[key] = remote
-        outer: Future[T] = Future()
+            self._keys[outer] = key
         remote.add_done_callback(lambda done: self._settle(key, label, done, outer))
         return outer
 
     def _settle(self, key: str, label: str, remote: Any, outer: "Future[T]") -> None:
         with self._lock:
             self._futures.pop(key, None)
+            self._keys.pop(outer, None)
         self._replay.close_matching(key)  # bars of a task whose worker died are never closed by it
         if outer.done():
             return
@@ -139,18 +141,19 @@ class DaskExecutor(Executor):
         except BaseException:  # cancelled between the check and result()
             cancel_future(outer)
 
+    def cancel(self, futures: Sequence["Future[Any]"]) -> None:
+        with self._lock:
+            remote = [self._futures[key] for key in (self._keys.get(f) for f in futures) if key in self._futures]
+        try:
+            if remote:
+                self.client.cancel(remote, force=True)  # running ones see it at their next progress report
+        except Exception as exc:  # noqa: BLE001 - cancelling must not hide the error that caused it
+            log.warning("could not cancel tasks on the cluster at %s: %s", self.address, exc)
+
     def cancel_all(self) -> None:
         with self._lock:
-            pending = list(self._futures.values())
-        try:
-            self._distributed_event().set()  # running tasks stop at their next progress report
-            if pending:
-                self.client.cancel(pending, force=True)
-        except Exception as exc:  # noqa: BLE001 - cancelling must not hide the error that caused it
-            log.warning("could not cancel the cluster's tasks on %s: %s", self.address, exc)
-
-    def _distributed_event(self):
-        return _distributed().Event(self._cancel_name, client=self.client)
+            outers = list(self._keys)
+        self.cancel(outers)
 
     def close(self) -> None:
         if self._closed:
@@ -189,19 +192,26 @@ def worker_cache_root(worker: Any) -> Path:
     return Path(configured) if configured else Path(worker.local_directory) / "edgeship-cache"
 
 
-def _dask_call(fn: Callable[..., T], args: tuple, cancel_name: str, cores: int) -> T:
+def _dask_call(fn: Callable[..., T], args: tuple, cores: int) -> T:
     distributed = _distributed()
     worker = distributed.get_worker()
     if cores > 0:
         _pin_threads_once(worker)
-    key = str(worker.get_current_task())
+    key = worker.get_current_task()
     name = str(worker.name if worker.name is not None else worker.address)
     name = f"worker {name}" if name.isdigit() else name  # LocalCluster numbers its workers
-    progress = TopicProgress(worker, key, name, lambda: distributed.Event(cancel_name).is_set())
+    progress = TopicProgress(worker, str(key), name, lambda: _cancelled(worker, key))
     try:
         return fn(TaskContext(progress, worker_cache_root(worker), worker=name), *args)
     finally:
         progress.flush()
+
+
+def _cancelled(worker: Any, key: Any) -> bool:
+    """Whether the scheduler released this running task (the client cancelled it): the worker then
+    marks it cancelled but cannot stop the thread running it; the task checks and stops itself."""
+    state = worker.state.tasks.get(key)
+    return state is None or state.state in ("cancelled", "released", "forgotten")
 
 
 class TopicProgress:

@@ -60,8 +60,14 @@ class Executor(ABC):
     def record(self, entry: Any) -> None:
         """Keep what a task cost (a cluster executor lists them for ``make bench``)."""
 
+    def cancel(self, futures: Sequence["Future[Any]"]) -> None:
+        """Stop these tasks (queued or running), and only these: one failing build of a sweep
+        must not take its sibling builds down with it."""
+        for future in futures:
+            cancel_future(future)
+
     def cancel_all(self) -> None:
-        """Stop every task still queued or running (a running local task may finish its step first)."""
+        """Stop every task still queued or running (Ctrl-C)."""
 
     def interrupted(self) -> None:
         """Ctrl-C reached the client: by default, the same as ``cancel_all``."""
@@ -119,5 +125,5 @@ def wait_all(futures: Sequence["Future[T]"], executor: Executor) -> list[T]:
         raise
     except (Exception, CancelledError):
         log.info("cancelling %d task(s)", sum(1 for f in futures if not f.done()))
-        executor.cancel_all()
+        executor.cancel(futures)
         raise

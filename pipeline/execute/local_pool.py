@@ -19,7 +19,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from pipeline.errors import EdgeshipError
 from pipeline.execute.executor import Executor, TaskContext, cancel_future
@@ -57,9 +57,13 @@ class LocalPoolExecutor(Executor):
         inner.add_done_callback(lambda f: _settle(f, outer, self._labels))
         return outer
 
+    def cancel(self, futures: Sequence["Future[Any]"]) -> None:
+        """A pool serves one batch of one build, so stopping some of its tasks stops them all."""
+        self.cancel_all()
+
     def cancel_all(self) -> None:
-        """Terminate the workers: a sibling may have minutes of training left. Its temporary
-        directory stays behind as an ignorable ``.partial``."""
+        """Terminate the workers: a sibling may have minutes of training left. Each removes its
+        temporary directory on the way out (see ``_init_worker``)."""
         processes = getattr(self._pool, "_processes", None) or {}  # no public API before Python 3.14's terminate_workers()
         for process in list(processes.values()):
             process.terminate()

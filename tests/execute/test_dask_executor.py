@@ -147,3 +147,17 @@ def test_a_cluster_without_the_cores_resource_is_refused_by_name(tmp_path: Path)
         with pytest.raises(ConfigError, match=r"offers the 'cores' resource.*--resources cores=2") as caught:
             DaskExecutor(bare.scheduler_address)
         assert bare.scheduler_address in str(caught.value)
+
+
+def test_one_build_failing_does_not_cancel_another_builds_tasks(cluster, tmp_path: Path) -> None:
+    """Two sweep variants share the executor; the one whose stage fails must not stop the other."""
+    outcome: dict = {}
+    with DaskExecutor(cluster.scheduler_address) as executor:
+        ctx = RunContext(cache_root=tmp_path / "cache")
+        steady = ProbeStage(ProbeConfig(tag="steady", seconds=3.0))
+        thread = threading.Thread(target=lambda: outcome.update(artifact=StageRunner(ctx, executor).run(steady, {})), daemon=True)
+        thread.start()
+        with pytest.raises(ConfigError, match="probe broken"):
+            StageRunner(ctx, executor).run(ProbeStage(ProbeConfig(tag="broken", fail=True)), {})
+        thread.join(60)
+    assert ran(outcome["artifact"])["pid"] != os.getpid(), "the other build's task ran to the end"
