@@ -58,6 +58,7 @@ def bench_target():
 
 
 def cache_entries(results: Path) -> set[str]:
+    """``stage/recipe id`` of every finished artifact: what 'the same cache' means across machines."""
     return {f"{meta.parent.parent.name}/{meta.parent.name}" for meta in (results / "cache").glob("*/*/meta.json")}
 
 

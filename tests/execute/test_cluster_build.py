@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.bench.cluster_bench import cache_entries
 from pipeline.build import build_profile
 from pipeline.config.target import load_target
 from pipeline.execute.dask_cluster import DaskExecutor
@@ -22,11 +23,6 @@ from tests.helpers.profiles import TINY as BASE, merged
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 TINY = merged(BASE, name="tiny-cluster")
-
-
-def cache_entries(results: Path) -> set[str]:
-    """``stage/recipe id`` of every finished artifact: what 'the same cache' means across machines."""
-    return {f"{meta.parent.parent.name}/{meta.parent.name}" for meta in (results / "cache").glob("*/*/meta.json")}
 
 
 def write_profile(path: Path, data: dict) -> str:

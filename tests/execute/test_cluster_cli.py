@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.execute.test_cluster_build import TINY, cache_entries
+from pipeline.bench.cluster_bench import cache_entries
+from tests.execute.test_cluster_build import TINY
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
