@@ -36,7 +36,7 @@ class PruneStageConfig(Strict):
 class PruneStage(Stage[PruneStageConfig]):
     name = "prune"
     description = "Prune and/or cluster the student's weights, then fine-tune it."
-    version = 3  # 2: clustering keeps magnitude-pruned weights at exactly zero; 3: channels tied by Adds are pruned together
+    version = 4  # 2: clustering keeps magnitude-pruned weights at exactly zero; 3: channels tied by Adds are pruned together; 4: fused BatchNorm
     cores = 1
     recipe_ignores = KD_RECIPE_IGNORES
 

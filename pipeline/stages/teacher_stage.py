@@ -30,7 +30,7 @@ class TeacherStageConfig(Strict):
 class TeacherStage(Stage[TeacherStageConfig]):
     name = "teacher"
     description = "Train (or load) the teacher and cache its logits for every training image."
-    version = 3  # 2: BatchNorm momentum 0.9; 3: teacher.shift, default 0 (was a fixed 2)
+    version = 4  # 2: BatchNorm momentum 0.9; 3: teacher.shift, default 0 (was a fixed 2); 4: fused BatchNorm
     cores = 1
     inputs = ("data",)
     recipe_ignores = (

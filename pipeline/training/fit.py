@@ -18,6 +18,7 @@ from pipeline.config.profile import TrainingConfig
 from pipeline.progress import NullProgress, Progress
 from pipeline.training.batches import Batches
 from pipeline.training.callbacks import EpochProgress
+from pipeline.training.fused_batchnorm import fused_batchnorm
 from pipeline.training.losses import kd_loss, packed_accuracy
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def train_classifier(
     )
     validation = (x_val, pack_targets(y_val, num_classes)) if x_val is not None and y_val is not None else None
     started = time.perf_counter()
-    with progress.task(f"training {label}", total=steps) as advance:
+    with progress.task(f"training {label}", total=steps) as advance, fused_batchnorm(model):
         callback = EpochProgress(advance, label, on_epoch=progress.detail)
         model.fit(batches, epochs=training.epochs, validation_data=validation, callbacks=[callback, *callbacks], verbose=0)
     seconds = time.perf_counter() - started
