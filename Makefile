@@ -121,6 +121,7 @@ test: setup agent-venv
 
 bench: setup agent-venv
 	$(PY) -m pipeline.bench
+	$(PY) -m pipeline.bench seeds --profile squeezenet
 
 # Stop the emulated devices first: while one runs, the host's /dev is bind-mounted inside its results/emu*.
 clean:

@@ -121,7 +121,8 @@ def _teachers(run: _Run) -> None:
 
 def _student_stage(profile: BuildProfile, distillation: Optional[DistillationConfig]) -> StudentStage:
     """The distilled student and its scratch baseline differ only in ``distillation``."""
-    cfg = StudentStageConfig(student=profile.student, preprocessing=profile.preprocessing, distillation=distillation, seed=profile.seed)
+    seed = profile.seed if profile.student.seed is None else profile.student.seed
+    cfg = StudentStageConfig(student=profile.student, preprocessing=profile.preprocessing, distillation=distillation, seed=seed)
     return StudentStage(cfg)
 
 

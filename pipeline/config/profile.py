@@ -92,6 +92,11 @@ class StudentConfig(Strict):
     family: Literal["mobilenet_v1", "mobilenet_v2", "mobilenet_v2_fused", "squeezenet"] = "mobilenet_v2"
     width_multiplier: float = Field(1.0, gt=0, le=4)
     training: TrainingConfig = TrainingConfig()
+    seed: Optional[int] = Field(
+        None,
+        description="initialisation and batch order of the distilled and scratch students (default: the profile's "
+        "seed); the data split stays with the profile's seed, so seeds can be compared image by image",
+    )
 
 
 class DistillationConfig(Strict):

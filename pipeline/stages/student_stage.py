@@ -31,6 +31,10 @@ KD_RECIPE_IGNORES = (
     RecipeIgnore("distillation.flip_average", default=False),
 )
 
+# ``student.seed`` is already in the stage's own ``seed`` (the effective one), so a student seeded
+# explicitly with the profile's seed is the same recipe as one that is not.
+STUDENT_RECIPE_IGNORES = KD_RECIPE_IGNORES + (RecipeIgnore("student.seed"),)
+
 
 class StudentStageConfig(Strict):
     student: StudentConfig
@@ -43,9 +47,9 @@ class StudentStageConfig(Strict):
 class StudentStage(Stage[StudentStageConfig]):
     name = "distill"
     description = "Train the compact student, on the teachers' soft targets or from scratch."
-    version = 2  # 2: BatchNorm momentum 0.9
+    version = 3  # 2: BatchNorm momentum 0.9; 3: BatchNorm trains through the fused kernel
     cores = 1
-    recipe_ignores = KD_RECIPE_IGNORES
+    recipe_ignores = STUDENT_RECIPE_IGNORES
 
     def __init__(self, config: StudentStageConfig) -> None:
         super().__init__(config)

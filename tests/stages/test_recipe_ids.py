@@ -82,9 +82,9 @@ def recipe_ids(profile: BuildProfile, monkeypatch: pytest.MonkeyPatch, tmp: Path
 EXPECTED: dict[str, dict[str, str]] = {
     "default": {
         "00 data": "328f6b6fa1b4c49de2393f6ef77286cb2cbb51a915b6599871d4c9f90a0d926a",
-        "01 teacher": "c5f9f7f779fc7bc180d05863cfecd2bfd6e71d0a1f836fc2a579b7243f465f19",
-        "02 distill": "eb8575fe3583c980cf23666b257a97206493cae7a274cb41dd63000464861932",
-        "03 distill": "98e2785af484a67647b93f13f46382e03ff390f5b891b5325cc24b9f2d3240c4",
+        "01 teacher": "b1458724dcbded6bfc0db62a82a00b4ad336f28189b44536bfaf2b90ac791d87",
+        "02 distill": "7db9751628a967a324b39792f9b26a9dbbd9c5aed46a5cfa40929d4a6cd04167",
+        "03 distill": "c1986c5a10674676ef67e0e8c07b8e902e3c0d4c130f3322c21640effc7ec77b",
         "04 quantize": "052b2f5ff968bdb325fa569b1e46d478364bb1d3b1e903c168b66530a375b6cf",
         "05 quantize": "86ed84907ec6eb11cc125882ec2f86fa36a7768fe5d382dc400f7da624b5c95c",
         "06 quantize": "e0263e2dbce8fb98b4b57c6baed64132e9466046003817b3812c568831c15b2e",
@@ -93,13 +93,13 @@ EXPECTED: dict[str, dict[str, str]] = {
         "09 evaluate": "5b9e89dd906bf11979e01f5ad6164e018637d59c280588466e8283a3a0966bd0",
         "10 evaluate": "a38550a8d31328ddf1a1b61c63b6a4e2914f1e29effa0b80a677190d69067f95",
         "11 evaluate": "745af9fbf5ca9f0c116c6a5ef1a36eb636fc2a55f7239fa0678e5579983d28f2",
-        "12 package": "556919a83f8fcd1c25fda0fbe262c0fd0a64c3000501b80b07249243894368c9",
+        "12 package": "4cfd7074b076f3ad252df89e1b63ca61a98d92ddf6a13d722fc4d98fa5bcfb38",
     },
     "quick": {
         "00 data": "66f2f5e87257aea8f33fe04a3c7eeb22982d805f975c5679d3bb222ab746ab2a",
-        "01 teacher": "db607d9f595aeda38ab5708ddce4f483cfe88331873365f92ea9b079f61df106",
-        "02 distill": "1f18eca8a6cda9519af8b73ffc9998b414f41e8303560567ba5936c3420fecb9",
-        "03 distill": "86fa8fbdd2567db8f8f834c40f5abcd79ea68639198b70ae8aeea6b4c0ab1614",
+        "01 teacher": "eb82e54e5e4d71047a52b31be50550a54c1613b69496b567d2910de15f23fca7",
+        "02 distill": "51af9fe64d9439e916c1d6e09ef6cbe21ff9310939f168276017f53cbcedf9b1",
+        "03 distill": "56753da00a425f7feaf9c4ca1fe881ecf7c28bdd800e9de3fa03cc856d058aed",
         "04 quantize": "052b2f5ff968bdb325fa569b1e46d478364bb1d3b1e903c168b66530a375b6cf",
         "05 quantize": "86ed84907ec6eb11cc125882ec2f86fa36a7768fe5d382dc400f7da624b5c95c",
         "06 quantize": "e0263e2dbce8fb98b4b57c6baed64132e9466046003817b3812c568831c15b2e",
@@ -108,26 +108,26 @@ EXPECTED: dict[str, dict[str, str]] = {
         "09 evaluate": "5b9e89dd906bf11979e01f5ad6164e018637d59c280588466e8283a3a0966bd0",
         "10 evaluate": "a38550a8d31328ddf1a1b61c63b6a4e2914f1e29effa0b80a677190d69067f95",
         "11 evaluate": "745af9fbf5ca9f0c116c6a5ef1a36eb636fc2a55f7239fa0678e5579983d28f2",
-        "12 package": "04fba8c939a5ee045f10dae3c5efa4a9bdc4da1ed5297148e40d65b6a8b3b720",
+        "12 package": "dd6ecebfad9c20cecbf7453ff01aee84cfd6fad9a9258bfa5768cfe30c4d7cee",
     },
     "squeezenet": {
         "00 data": "328f6b6fa1b4c49de2393f6ef77286cb2cbb51a915b6599871d4c9f90a0d926a",
-        "01 teacher": "c5f9f7f779fc7bc180d05863cfecd2bfd6e71d0a1f836fc2a579b7243f465f19",
-        "02 distill": "2fec17525d9264aef9941deeae4a89daf58ad2ca0d53f9be6f786fed920f9ca6",
-        "03 distill": "1ec295badd6b593849085f77454656c92197cf5071cefdd21faed3d38964ddfb",
+        "01 teacher": "b1458724dcbded6bfc0db62a82a00b4ad336f28189b44536bfaf2b90ac791d87",
+        "02 distill": "7be6ebc3de0aa3f92cd02337ac868bc4e9cd414ceb834d7678938ef76947eac1",
+        "03 distill": "3ef13fe0740253f20c0a1ade480960ddf526fbc2146852d545f66ccb62a0ed13",
         "04 quantize": "052b2f5ff968bdb325fa569b1e46d478364bb1d3b1e903c168b66530a375b6cf",
         "05 quantize": "bb55abebf3fa05fef5c7f8a74508d78b2ede81d8e0c3f25fb97788b11e9f5b49",
         "06 evaluate": "258d1858b1edd5d9f690aea46c2f3fba801c2e617d456745c73274dcdbdfbefc",
         "07 evaluate": "5b9e89dd906bf11979e01f5ad6164e018637d59c280588466e8283a3a0966bd0",
-        "08 package": "05da264964198f9b4844365bf364da4d782ccd1ecdb46ae2993e13b99c9caf96",
+        "08 package": "ccbdee8d76e27e603d019fd6e287ee490e9d68cdcbeca28dca2cecf7453ba3ba",
     },
     "everything": {
         "00 data": "66f2f5e87257aea8f33fe04a3c7eeb22982d805f975c5679d3bb222ab746ab2a",
         "01 data": "93f18c6cd9ab2b8464e3c0eea7ec257a6dfa42cdae45212b208b71bdfbd00ae0",
-        "02 teacher": "13483d49e42de7d395c20ea33e4dbe1573e94c573df12d50846890783c3c6dfd",
-        "03 teacher": "6a6d01b2c65d707bfd6ce0e19f6a34ea70a5e6d1fcf4baf4a229af15477825fd",
-        "04 distill": "872b0310a26cc7a6e51ce04c22042c48e113d55ae41607c395358d5c3aa2e8c8",
-        "05 prune": "0ff7ad8222c7301faa09faaf5a570b216c6a44da8f4a567332014946d4d60963",
+        "02 teacher": "c52fe5aa238af7938e347fc21bdc8717d0f626ee45276b1b58db2e00b2c323d7",
+        "03 teacher": "9b798252b421a5897fac99a8722920966ec73abbcc29c2f802d60eb63ad8e61d",
+        "04 distill": "37f44044878a35e14b5056fc1458567db9da0503fc682c47f0845f5182353645",
+        "05 prune": "69cf75465095afd3d4944af57d25e0b55fae14411db1442ade36708b3a84bb50",
         "06 quantize": "29780b71150e46cd4ce834cd58e20ac8acc1ee0e8423c65368297c2faa0d94d3",
         "07 quantize": "ec3f7448bf9735b41cf1f75dda033af72d6e01c2d8b966b69c0934dc7c4e91fd",
         "08 quantize": "55ef1631a4535d6bc06afc1e0e620b35fd1c50272c65b28b1dab233412faa826",
@@ -135,17 +135,17 @@ EXPECTED: dict[str, dict[str, str]] = {
         "10 evaluate": "ce98aad557ddbd08b7d5a4ae9356f73d3a0cfe4f5c31639187eb6ebffa086e8e",
         "11 evaluate": "94411db2aeeb7ae24e1e5ea4d972e89ace2e79870061f4c0fd612439f50af4d6",
         "12 export_onnx": "616aa7f51567e8b0378d06c277967d087b82ba31ce191fe8b990bba80d3e238d",
-        "13 package": "5aaa805bf6ae92e552192702122ea62bb4b779f37efecbaefa05f40b044db69b",
+        "13 package": "006bc5863ba4dcfd6b70539ddc7c0a98e0ee39da518a2662e4c21b61d9bba7a7",
     },
     "onnx-teacher": {
         "00 data": "66f2f5e87257aea8f33fe04a3c7eeb22982d805f975c5679d3bb222ab746ab2a",
         "01 onnx_import": "b97f64163fe9fd35d5ed0c6e377e18552e7a9995d1c92fda1f8395b54bf5ecc5",
-        "02 teacher": "cd4dcf636a2eb983c46c3cad1e85d1faa0f41ef051da8c487470f826efe85e3d",
+        "02 teacher": "7686e56a511690d05b07ac52ccb09ca4477b93537a162da582024191093474bc",
         "03 onnx_import": "9e2835e3ae7a8c087ec181b183611ad15c321d2f5b82ae0a12807774584967a2",
-        "04 teacher": "02e1c3f817e7285bde2629a35b1ecee7ebbfe377f2211a2efae4a56c8d6c7249",
-        "05 distill": "db2aee4c16da4dd6c4ddc9c444329c144f926771c6bdd8e4775e638e76c46008",
-        "06 distill": "86fa8fbdd2567db8f8f834c40f5abcd79ea68639198b70ae8aeea6b4c0ab1614",
-        "07 prune": "aff70991ff2095d8d388717caa0aeb8b5df736005511853f878a51ae02eff236",
+        "04 teacher": "8ba191551c33547125dd61c603029ade8f6d1e6f95c05a78b09f5466405af0d5",
+        "05 distill": "67f942d7c38de40b760439fbe9dca9a86d85a78e0942778bc40c376302db0679",
+        "06 distill": "56753da00a425f7feaf9c4ca1fe881ecf7c28bdd800e9de3fa03cc856d058aed",
+        "07 prune": "9688ebcb48f16c42bd698ff9e55d41a4f08e75a02bc6e4a0f36400ca0c90f7c7",
         "08 quantize": "245b7c4c18e4e3e159b06cb0c6a9d2b70923775f376467bdbd9c2d5ba4091139",
         "09 quantize": "4122e86f62eac17aeb17e6d311f9b65e45b44108acb4a432c6bcca1b5b2af285",
         "10 quantize": "67c8caf98100b21384d182722bda27e535c4ecf7da1e16bf1f601f7e7a4a7ba9",
@@ -154,17 +154,17 @@ EXPECTED: dict[str, dict[str, str]] = {
         "13 evaluate": "198457b8125fa403c0f2e96ec9b71680220cd72ef9a22c0e163913ed2c688ac6",
         "14 evaluate": "498c324fea119c134701186bea00a8bfba3f7aed9e8f25ab3b7c5ea1e98c623a",
         "15 evaluate": "9657f2348d8d262d3a43c22f4efce6929a855ad64bbd4bf6ffbf81ada79437db",
-        "16 package": "79615e050e27c17b62b3cc7ea001bbcb430bca79a58fcd296c6a19599fc58f14",
+        "16 package": "646c18e1c17493a14279e8f6ded02df17d876b808730ff15a3303c556a01bc63",
     },
     "no-distillation": {
         "00 data": "66f2f5e87257aea8f33fe04a3c7eeb22982d805f975c5679d3bb222ab746ab2a",
-        "01 distill": "86fa8fbdd2567db8f8f834c40f5abcd79ea68639198b70ae8aeea6b4c0ab1614",
-        "02 prune": "6505727d305083bc60ba6e970aea02c05d6b7f1b3d0cde23c66c2a7eedde1038",
+        "01 distill": "56753da00a425f7feaf9c4ca1fe881ecf7c28bdd800e9de3fa03cc856d058aed",
+        "02 prune": "551e445ab6ec0c524053a8570c73bf16b370305b2cf5b26421d00dab59a7bf60",
         "03 quantize": "f8970be9f0504f3d31ce201949480cc13133a5faccfd9190c3b245a6743ce3f5",
         "04 quantize": "fcfa23582f82e4f5b64b3d435eeb7c46c6012f2e4d81ec9ae76255a46c1549aa",
         "05 evaluate": "0a6ed26dab39846c8e3b6b39cb5521a6a4d33ab2b499da5c14c9d67396d20d7f",
         "06 evaluate": "25c5079f2537192df7661f8b0d86fb1947520136a27c5ff4189fcf898c741353",
-        "07 package": "e1299322e5b86003ccecb121e6bc4494dfdb21831c4274dd6f5ea8504c155632",
+        "07 package": "e68d336f5f0bf6df8bb05bc21f09fc33093802b8a40eb71f7ee07eec20ac256e",
     },
 }
 
@@ -209,3 +209,19 @@ if __name__ == "__main__":  # prints EXPECTED for the current code
         for file, content in TEACHER_FILES.items():
             (Path(tmp) / file).write_bytes(content)
         json.dump({name: recipe_ids(p, mp, Path(tmp)) for name, p in profiles().items()}, sys.stdout, indent=4)
+
+
+def test_student_seed_trains_new_students_and_only_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    base = load_profile("default")
+
+    def with_seed(seed: int) -> BuildProfile:
+        return base.model_copy(update={"student": base.student.model_copy(update={"seed": seed})})
+
+    plain = recipe_ids(base, monkeypatch, tmp_path)
+    spelled_out = recipe_ids(with_seed(base.seed), monkeypatch, tmp_path)  # the profile's own seed, written down
+    # the same models; only the bundle differs, as its provenance records the profile's hash
+    assert {k: v for k, v in spelled_out.items() if "package" not in k} == {k: v for k, v in plain.items() if "package" not in k}
+    other = recipe_ids(with_seed(base.seed + 1), monkeypatch, tmp_path)
+    changed = {key.split()[1] for key in plain if plain[key] != other[key]}
+    assert other["00 data"] == plain["00 data"] and other["01 teacher"] == plain["01 teacher"]
+    assert "distill" in changed and changed <= {"distill", "quantize", "evaluate", "package"}
