@@ -67,6 +67,7 @@ class _Run:
     result: BuildResult
     runner: StageRunner
     teachers: dict[str, Artifact] = field(default_factory=dict)
+    distill_follows: bool = True  # false when ``until`` stops the build before the students
 
     @property
     def profile(self) -> BuildProfile:
@@ -113,10 +114,29 @@ def _teachers(run: _Run) -> None:
     if not p.distillation.enabled:
         return
     configs = [p.teacher] + [extra.teacher for extra in p.distillation.extra_teachers]
+    _scratch_during_teacher(run, configs)
     for key, teacher in zip(teacher_input_names(len(configs) - 1), configs):
         teacher_data = _teacher_data(run, teacher)
         stage = _teacher_stage(p, teacher, key)
         run.teachers[key] = _step(run, key, stage, data=teacher_data, **_onnx_import(run, teacher, key, teacher_data))
+
+
+def _scratch_during_teacher(run: _Run, teachers: list[TeacherConfig]) -> None:
+    """The scratch twin needs no teacher, so on this machine it trains while a teacher does.
+
+    It runs in a worker process with one thread beside the in-process teacher; the distilled
+    student then trains alone on every core while the scratch finishes. Serially, the core the
+    teacher used poorly and the teacher's logit caching were time no student trained
+    (docs/RESULTS.md, "Where a build's time goes").
+    """
+    p = run.profile
+    if not (p.distillation.scratch_baseline and run.distill_follows) or any(t.kind != "resnet" for t in teachers):
+        return
+    data = run.art["data"]
+    if all(teacher.preprocessing is None or teacher.preprocessing == p.preprocessing for teacher in teachers):
+        if run.runner.is_cached(_teacher_stage(p, teachers[0], "teacher"), {"data": data}):
+            return  # nothing to overlap: the students train side by side as usual
+    run.runner.start_early(StageJob("scratch", _student_stage(p, None), {"data": data}))
 
 
 def _student_stage(profile: BuildProfile, distillation: Optional[DistillationConfig]) -> StudentStage:
@@ -218,11 +238,17 @@ def build_profile(
     result = BuildResult(profile=profile)
     ctx = RunContext(progress=progress or NullProgress())
     run = _Run(ctx=ctx, result=result, runner=StageRunner(ctx, executor, max_jobs))
+    run.distill_follows = until is None or STAGE_NAMES.index(until) >= STAGE_NAMES.index("distill")
     started = time.perf_counter()
-    for name, step in _STEPS:
-        step(run)
-        if name == until:
-            break
+    try:
+        for name, step in _STEPS:
+            step(run)
+            if name == until:
+                break
+    except BaseException:
+        run.runner.finish_early(failed=True)
+        raise
+    run.runner.finish_early(failed=False)
     result.wall_seconds = time.perf_counter() - started
     return result
 

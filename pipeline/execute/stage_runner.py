@@ -18,9 +18,9 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ContextManager, Mapping, Optional, Sequence
 
@@ -81,6 +81,7 @@ class StageRunner:
     ctx: RunContext
     executor: Optional[Executor] = None  # None: this machine (side by side for run_all)
     max_jobs: Optional[int] = None
+    _early: list[LocalPoolExecutor] = field(default_factory=list, repr=False)
 
     @property
     def _remote(self) -> bool:
@@ -89,6 +90,53 @@ class StageRunner:
     def run(self, stage: Stage, inputs: Mapping[str, Artifact]) -> Artifact:
         """The artifact of ``stage`` on ``inputs``: cached, or run now (here or on the cluster)."""
         return self.run_all([StageJob(stage.name, stage, inputs)], concurrent=False)[stage.name]
+
+    def is_cached(self, stage: Stage, inputs: Mapping[str, Artifact]) -> bool:
+        return load_artifact(stage.name, stage.recipe_id(inputs), self.ctx.root) is not None
+
+    def start_early(self, job: StageJob, threads: int = 1) -> bool:
+        """Start ``job`` now in a worker process of its own, ahead of the step that needs it.
+
+        The build uses this for the scratch student, which needs no teacher: it trains while the
+        teacher does instead of after it. The job is claimed like any in-flight stage, so the
+        ``run_all`` that later asks for it waits for this run instead of starting another. Only on
+        this machine, and only for a cache miss no one else is running; returns whether it started.
+        """
+        limit = default_jobs() if self.max_jobs is None else self.max_jobs
+        if self.executor is not None or limit < 2:
+            return False
+        recipe = job.stage.recipe_id(job.inputs)
+        if load_artifact(job.stage.name, recipe, self.ctx.root) is not None:
+            return False
+        claim = (str(self.ctx.root), job.stage.name, recipe)
+        with _inflight_lock:
+            if claim in _inflight:
+                return False
+            _inflight[claim] = claimed = Future()
+        pool = LocalPoolExecutor(1, threads, self.ctx.progress, self.ctx.root)
+        self._early.append(pool)
+
+        def settle(task: "Future[Artifact]") -> None:
+            with _inflight_lock:
+                _inflight.pop(claim, None)
+            if task.cancelled():
+                claimed.set_exception(CancelledError(f"{job.key} was stopped"))
+            elif task.exception() is not None:
+                claimed.set_exception(task.exception())
+            else:
+                claimed.set_result(task.result())
+
+        log.info("starting %s early, in its own process with %d thread(s)", job.key, threads)
+        pool.submit(local_stage_task, job.stage, dict(job.inputs), label=job.key).add_done_callback(settle)
+        return True
+
+    def finish_early(self, failed: bool) -> None:
+        """Close the pools of early jobs; after a failure, stop them first (minutes of training)."""
+        pools, self._early = self._early, []
+        for pool in pools:
+            if failed:
+                pool.cancel_all()
+            pool.close()
 
     def run_all(self, jobs: Sequence[StageJob], concurrent: bool = True) -> dict[str, Artifact]:
         """Each job's artifact by key; misses run at once where the executor allows."""
