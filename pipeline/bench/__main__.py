@@ -65,7 +65,8 @@ def main() -> None:
             payload = cluster_bench.run("quick" if args.profile == "default" else args.profile, progress=RichProgress())
         else:
             parser.error(f"unknown benchmark {name!r}")
-        table = Table(title=f"bench: {name} (results/bench/{name}.json)")
+        written = f"seeds-{args.profile}" if name == "seeds" else name
+        table = Table(title=f"bench: {name} (results/bench/{written}.json)")
         for column in ("target", "value", "limit", "met"):
             table.add_column(column)
         for key, t in payload["targets"].items():
