@@ -245,10 +245,13 @@ def build_profile(
             step(run)
             if name == until:
                 break
+    except KeyboardInterrupt:  # Ctrl-C reached the workers too: they clean up as they stop
+        run.runner.finish_early(interrupted=True)
+        raise
     except BaseException:
         run.runner.finish_early(failed=True)
         raise
-    run.runner.finish_early(failed=False)
+    run.runner.finish_early()
     result.wall_seconds = time.perf_counter() - started
     return result
 

@@ -130,11 +130,17 @@ class StageRunner:
         pool.submit(local_stage_task, job.stage, dict(job.inputs), label=job.key).add_done_callback(settle)
         return True
 
-    def finish_early(self, failed: bool) -> None:
-        """Close the pools of early jobs; after a failure, stop them first (minutes of training)."""
+    def finish_early(self, failed: bool = False, interrupted: bool = False) -> None:
+        """Close the pools of early jobs; after a failure, stop them first (minutes of training).
+
+        After Ctrl-C they are not terminated: the signal reached them too, and a SIGTERM in the
+        middle of removing their temporary directory would leave it behind.
+        """
         pools, self._early = self._early, []
         for pool in pools:
-            if failed:
+            if interrupted:
+                pool.interrupted()
+            elif failed:
                 pool.cancel_all()
             pool.close()
 
