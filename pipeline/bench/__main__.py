@@ -16,7 +16,7 @@ def main() -> None:
     from pipeline.progress import RichProgress
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench")
-    parser.add_argument("which", nargs="*", default=["build", "deploy", "farm", "compression", "onnx", "gate", "cluster"], help="benchmarks to run (build, seeds, trainer, deploy, farm, fleet, compression, onnx, gate, cluster)")
+    parser.add_argument("which", nargs="*", default=["build", "trainer", "deploy", "farm", "compression", "onnx", "gate", "cluster"], help="benchmarks to run (build, seeds, trainer, deploy, farm, fleet, compression, onnx, gate, cluster)")
     parser.add_argument("--profile", default="default")
     parser.add_argument("--quick", action="store_true", help="gate: a quarter of the nights (A/A 25+25, 8 per rung; targets not certified)")
     args = parser.parse_args()
