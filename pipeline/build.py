@@ -237,8 +237,8 @@ def build_profile(
         raise ConfigError(f"Unknown stage '{until}'. Stages: {', '.join(STAGE_NAMES)}.")
     result = BuildResult(profile=profile)
     ctx = RunContext(progress=progress or NullProgress())
-    run = _Run(ctx=ctx, result=result, runner=StageRunner(ctx, executor, max_jobs))
-    run.distill_follows = until is None or STAGE_NAMES.index(until) >= STAGE_NAMES.index("distill")
+    distill_follows = until is None or STAGE_NAMES.index(until) >= STAGE_NAMES.index("distill")
+    run = _Run(ctx=ctx, result=result, runner=StageRunner(ctx, executor, max_jobs), distill_follows=distill_follows)
     started = time.perf_counter()
     try:
         for name, step in _STEPS:

@@ -1,20 +1,18 @@
 """A fixed Keras training step, timed, so a bench can tell a slow machine from a slow recipe.
 
 Wall times only compare on one host. Every bench that reports training time also runs this
-workload in the same process: the default student's architecture, batch 128 of fixed random
+workload in the same run, in a fresh one-thread process: the default student's architecture, batch 128 of fixed random
 images, Adam, one thread, the same fused-BatchNorm training path the builds use. Dividing a build's
 seconds by these milliseconds gives a figure that travels between machines far better than either.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 from typing import Any
+
+from pipeline.bench.common import call_pinned
 
 STEPS = 30
 WARMUP_STEPS = 5
@@ -23,13 +21,7 @@ BATCH = 128
 
 def measure_in_subprocess(steps: int = STEPS) -> dict[str, Any]:
     """:func:`measure` in a fresh process pinned to one thread (the bench's own TensorFlow is not)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.bench.reference_workload", str(steps)], capture_output=True, text=True, env=env, check=False
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"reference workload failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return call_pinned(1, __name__, "measure", steps)
 
 
 def measure(steps: int = STEPS, family: str = "mobilenet_v1") -> dict[str, Any]:
@@ -64,10 +56,3 @@ def measure(steps: int = STEPS, family: str = "mobilenet_v1") -> dict[str, Any]:
         "p90_ms": round(ms[(9 * len(ms)) // 10], 2),
         "tensorflow_threads": {"intra_op": threads[0], "inter_op": threads[1]},
     }
-
-
-if __name__ == "__main__":
-    from pipeline.execute.local_pool import pin_tensorflow_threads
-
-    pin_tensorflow_threads(1)
-    print(json.dumps(measure(int(sys.argv[1]) if len(sys.argv) > 1 else STEPS)))

@@ -38,8 +38,8 @@ def _build_seed(profile, seed: int, progress: Progress):
     return build_profile(profile.model_copy(update={"student": student}), progress=progress)
 
 
-def _correct(artifact_dir, name: str, labels: np.ndarray) -> np.ndarray:
-    return np.load(artifact_dir / name, allow_pickle=False).reshape(len(labels), -1).argmax(axis=1) == labels
+def _student_correct(artifact_dir, labels: np.ndarray) -> np.ndarray:
+    return np.load(artifact_dir / "test_logits.npy", allow_pickle=False).argmax(axis=1) == labels
 
 
 def collect(profile: "str | BuildProfile", seeds: Sequence[int] | None = None, progress: Progress | None = None) -> dict[str, Any]:
@@ -63,8 +63,8 @@ def collect(profile: "str | BuildProfile", seeds: Sequence[int] | None = None, p
         result = _build_seed(profile, seed, progress)
         art = result.artifacts
         labels = Splits(art["data"], profile.preprocessing).raw("y_test")
-        distilled.append(_correct(art["student"].path, "test_logits.npy", labels))
-        scratch.append(_correct(art["scratch"].path, "test_logits.npy", labels))
+        distilled.append(_student_correct(art["student"].path, labels))
+        scratch.append(_student_correct(art["scratch"].path, labels))
         shipped.append(np.load(art[f"evaluate:{ship}"].path / PREDICTIONS) == labels)
         float32.append(distilled[-1] if "evaluate:float32" not in art else np.load(art["evaluate:float32"].path / PREDICTIONS) == labels)
         rows.append(

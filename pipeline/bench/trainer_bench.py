@@ -8,13 +8,9 @@ is not a recipe: it bounds what any faster BatchNorm could still win. Writes
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from typing import Any
 
-from pipeline.bench.common import target, write_result
+from pipeline.bench.common import call_pinned, target, write_result
 from pipeline.progress import NullProgress, Progress
 
 MODELS = ("mobilenet_v1", "squeezenet", "teacher")
@@ -83,16 +79,7 @@ def measure_cell(model_name: str, mode: str, steps: int = STEPS) -> dict[str, An
 
 
 def _cell_in_subprocess(model: str, mode: str, threads: int) -> dict[str, Any]:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    code = (
-        "import json, sys; from pipeline.execute.local_pool import pin_tensorflow_threads; "
-        f"pin_tensorflow_threads({threads}); from pipeline.bench.trainer_bench import measure_cell; "
-        f"print(json.dumps(measure_cell({model!r}, {mode!r})))"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"trainer cell {model}/{mode}/{threads} failed: {proc.stderr.strip()[-2000:]}")
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]), threads=threads)
+    return dict(call_pinned(threads, __name__, "measure_cell", model, mode), threads=threads)
 
 
 def run(progress: Progress | None = None) -> dict[str, Any]:

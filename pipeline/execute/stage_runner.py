@@ -84,6 +84,13 @@ class StageRunner:
     _early: list[LocalPoolExecutor] = field(default_factory=list, repr=False)
 
     @property
+    def _job_limit(self) -> int:
+        return default_jobs() if self.max_jobs is None else max(1, self.max_jobs)
+
+    def _claim_key(self, stage: Stage, recipe: str) -> tuple[str, str, str]:
+        return (str(self.ctx.root), stage.name, recipe)
+
+    @property
     def _remote(self) -> bool:
         return self.executor is not None and not self.executor.shares_cache
 
@@ -102,13 +109,12 @@ class StageRunner:
         ``run_all`` that later asks for it waits for this run instead of starting another. Only on
         this machine, and only for a cache miss no one else is running; returns whether it started.
         """
-        limit = default_jobs() if self.max_jobs is None else self.max_jobs
-        if self.executor is not None or limit < 2:
+        if self.executor is not None or self._job_limit < 2:
             return False
         recipe = job.stage.recipe_id(job.inputs)
         if load_artifact(job.stage.name, recipe, self.ctx.root) is not None:
             return False
-        claim = (str(self.ctx.root), job.stage.name, recipe)
+        claim = self._claim_key(job.stage, recipe)
         with _inflight_lock:
             if claim in _inflight:
                 return False
@@ -156,7 +162,7 @@ class StageRunner:
                 log.info("%s: cache hit %s", job.stage.name, recipe[:12])
                 results[job.key] = hit
                 continue
-            claim = (str(self.ctx.root), job.stage.name, recipe)
+            claim = self._claim_key(job.stage, recipe)
             with _inflight_lock:
                 running = _inflight.get(claim)
                 if running is None:
@@ -173,7 +179,7 @@ class StageRunner:
         finally:
             with _inflight_lock:
                 for job, claimed in mine:
-                    _inflight.pop((str(self.ctx.root), job.stage.name, job.stage.recipe_id(job.inputs)), None)
+                    _inflight.pop(self._claim_key(job.stage, job.stage.recipe_id(job.inputs)), None)
         for job, claimed in mine:
             claimed.set_result(results[job.key])
         for key, future in theirs.items():
@@ -192,7 +198,7 @@ class StageRunner:
                     built[job.key] = run_stage(job.stage, job.inputs, self.ctx)
             built.update(self._on_cluster(there))
             return built
-        limit = default_jobs() if self.max_jobs is None else max(1, self.max_jobs)
+        limit = self._job_limit
         if not concurrent or len(misses) < 2 or limit < 2:
             return {job.key: run_stage(job.stage, job.inputs, self.ctx) for job in misses}
         built = {}

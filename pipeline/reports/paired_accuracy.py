@@ -23,15 +23,18 @@ import numpy as np
 BOOTSTRAP_SAMPLES = 10_000
 
 
-def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> dict[str, Any]:
-    """Two-sided exact McNemar test: A right and B wrong (``a_only``) against the reverse."""
+def mcnemar_counts(a_only: int, b_only: int) -> dict[str, Any]:
+    """Two-sided exact McNemar test on discordant counts (a binomial test at 1/2)."""
     from scipy.stats import binomtest
 
-    a_only = int(np.sum(a_correct & ~b_correct))
-    b_only = int(np.sum(~a_correct & b_correct))
     discordant = a_only + b_only
     p = 1.0 if discordant == 0 else float(binomtest(a_only, discordant, 0.5).pvalue)
     return {"a_only": a_only, "b_only": b_only, "p_value": p}
+
+
+def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> dict[str, Any]:
+    """McNemar on per-image correctness: A right and B wrong (``a_only``) against the reverse."""
+    return mcnemar_counts(int(np.sum(a_correct & ~b_correct)), int(np.sum(~a_correct & b_correct)))
 
 
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
@@ -77,11 +80,7 @@ def compare(a_correct: np.ndarray, b_correct: np.ndarray, seeds: Sequence[int], 
         {"seed": int(s), "a_accuracy": float(a), "b_accuracy": float(b), "gain": float(g), **mcnemar_exact(ac, bc)}
         for s, a, b, g, ac, bc in zip(seeds, a_acc, b_acc, gains, a_correct, b_correct)
     ]
-    from scipy.stats import binomtest
-
-    a_only = sum(row["a_only"] for row in per_seed)
-    b_only = sum(row["b_only"] for row in per_seed)
-    pooled_p = 1.0 if a_only + b_only == 0 else float(binomtest(a_only, a_only + b_only, 0.5).pvalue)
+    pooled = mcnemar_counts(sum(row["a_only"] for row in per_seed), sum(row["b_only"] for row in per_seed))
     seed_ci = t_interval(gains, confidence)
     image_ci = paired_bootstrap_interval(a_correct, b_correct, confidence=confidence)
     return {
@@ -95,7 +94,7 @@ def compare(a_correct: np.ndarray, b_correct: np.ndarray, seeds: Sequence[int], 
         "gain_ci_bootstrap_images": list(image_ci),
         "confidence": confidence,
         "per_seed": per_seed,
-        "pooled_mcnemar": {"a_only": a_only, "b_only": b_only, "p_value": pooled_p},
+        "pooled_mcnemar": pooled,
         "a_better": bool(min(seed_ci[0], image_ci[0]) > 0) if not math.isnan(seed_ci[0]) else bool(image_ci[0] > 0),
     }
 
