@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
 
 from pipeline.config.loader import Strict, load_model, resolve_named_yaml
 from pipeline.paths import builtin_profiles_dir
@@ -50,6 +50,21 @@ class TrainingConfig(Strict):
     batch_size: int = Field(128, gt=0)
     learning_rate: float = Field(2e-3, gt=0)
     augment: bool = Field(True, description="random horizontal flips (and the teacher's shifts, teacher.shift)")
+    erasing: float = Field(
+        0.0, ge=0, le=1, description="share of training images that get one random rectangle erased (random erasing); "
+        "needs augment",
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the labels' loss term")
+
+    @model_serializer(mode="wrap")
+    def _omit_later_options_while_off(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """Options added after trained models were cached stay out of dumps while off: the dump is
+        what recipe ids and bundle provenance hash, so adding them retrained nothing."""
+        dumped = handler(self)
+        for key in ("erasing", "label_smoothing"):
+            if dumped.get(key) == 0.0:
+                del dumped[key]
+        return dumped
 
 
 class OnnxTeacherConfig(Strict):

@@ -62,12 +62,15 @@ def train_classifier(
     flip = training.augment and (not distilling or teacher_logits_flipped is not None)
     targets = pack_targets(y, num_classes, teacher_logits if distilling else None)
     flipped = pack_targets(y, num_classes, teacher_logits_flipped) if distilling and flip else None
-    batches = Batches(x, targets, training.batch_size, seed, flip=flip, shift=shift if training.augment else 0, flipped_targets=flipped)
+    erasing = training.erasing if training.augment else 0.0
+    batches = Batches(
+        x, targets, training.batch_size, seed, flip=flip, shift=shift if training.augment else 0, flipped_targets=flipped, erasing=erasing,
+    )
     steps = len(batches) * training.epochs
     schedule = keras.optimizers.schedules.CosineDecay(training.learning_rate, decay_steps=steps, alpha=0.01)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
-        loss=kd_loss(num_classes, temperature, alpha if distilling else 1.0),
+        loss=kd_loss(num_classes, temperature, alpha if distilling else 1.0, training.label_smoothing),
         metrics=[packed_accuracy(num_classes)],
     )
     validation = (x_val, pack_targets(y_val, num_classes)) if x_val is not None and y_val is not None else None
@@ -84,7 +87,8 @@ def train_classifier(
         "val_accuracy": last.get("val_accuracy"),
         "history": callback.history,
         "distilled": distilling,
-        "augmentation": {"flip": flip, "shift": shift if training.augment else 0},
+        "augmentation": {"flip": flip, "shift": shift if training.augment else 0, "erasing": erasing},
+        "label_smoothing": training.label_smoothing,
     }
 
 

@@ -14,14 +14,19 @@ import keras
 from keras import ops
 
 
-def kd_loss(num_classes: int, temperature: float, alpha: float) -> Callable:
-    """loss = alpha * CE(labels, student) + (1 - alpha) * T^2 * KL(teacher_T || student_T)."""
+def kd_loss(num_classes: int, temperature: float, alpha: float, label_smoothing: float = 0.0) -> Callable:
+    """loss = alpha * CE(labels, student) + (1 - alpha) * T^2 * KL(teacher_T || student_T).
+
+    ``label_smoothing`` softens the labels' term only: it is the teacher-free way to soft targets,
+    which is what a scratch student is compared with when one asks what distillation adds.
+    """
     t = float(temperature)
+    smoothing = float(label_smoothing)
 
     def loss(packed, logits):
         labels = packed[:, :num_classes]
         teacher = packed[:, num_classes:]
-        hard = keras.losses.categorical_crossentropy(labels, logits, from_logits=True)
+        hard = keras.losses.categorical_crossentropy(labels, logits, from_logits=True, label_smoothing=smoothing)
         if alpha >= 1.0:
             return hard
         teacher_log_p = ops.log_softmax(teacher / t, axis=-1)

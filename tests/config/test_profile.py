@@ -82,3 +82,20 @@ def test_non_finite_numbers_are_refused(tmp_path: Path, section: str, key: str, 
     message = str(err.value)
     assert str(path) in message and f"'{section}.{key}'" in message and "finite number" in message
     assert "\n" not in message
+
+
+def test_erasing_and_label_smoothing_are_bounded(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"student.training.erasing.*less than or equal to 1"):
+        load_profile(write(tmp_path, "name: x\nstudent:\n  training: {erasing: 1.5}\n"))
+    with pytest.raises(ConfigError, match=r"teacher.training.label_smoothing.*less than 1"):
+        load_profile(write(tmp_path, "name: x\nteacher:\n  training: {label_smoothing: 1.0}\n"))
+
+
+def test_training_options_added_later_leave_dumps_alone_while_off(tmp_path: Path) -> None:
+    """Dumps feed recipe ids and bundle provenance: an option that is off must not change them."""
+    off = load_profile(write(tmp_path, "name: x\n")).model_dump(mode="json")
+    assert "erasing" not in off["student"]["training"] and "label_smoothing" not in off["teacher"]["training"]
+    on = load_profile(write(tmp_path, "name: x\nstudent:\n  training: {erasing: 0.5, label_smoothing: 0.1}\n"))
+    dumped = on.model_dump(mode="json")["student"]["training"]
+    assert dumped["erasing"] == 0.5 and dumped["label_smoothing"] == 0.1
+    assert on.student.training.model_validate(dumped) == on.student.training  # a dump loads back as the same config

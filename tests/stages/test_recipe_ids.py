@@ -225,3 +225,12 @@ def test_student_seed_trains_new_students_and_only_them(monkeypatch: pytest.Monk
     changed = {key.split()[1] for key in plain if plain[key] != other[key]}
     assert other["00 data"] == plain["00 data"] and other["01 teacher"] == plain["01 teacher"]
     assert "distill" in changed and changed <= {"distill", "quantize", "evaluate", "package"}
+
+
+def test_a_student_training_option_retrains_the_students_and_not_the_teacher(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    base = load_profile("default")
+    training = base.student.training.model_copy(update={"erasing": 0.5})
+    erased = recipe_ids(base.model_copy(update={"student": base.student.model_copy(update={"training": training})}), monkeypatch, tmp_path)
+    plain = recipe_ids(base, monkeypatch, tmp_path)
+    assert erased["01 teacher"] == plain["01 teacher"]
+    assert erased["02 distill"] != plain["02 distill"] and erased["03 distill"] != plain["03 distill"]
