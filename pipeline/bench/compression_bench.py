@@ -26,22 +26,59 @@ def _row(rows: list[dict[str, Any]], **settings: Any) -> Optional[dict[str, Any]
     return None
 
 
-def interleaved_p50(dense: bytes, pruned: bytes, threads: int, rounds: int = 7, runs: int = 3000) -> dict[str, float]:
-    """Median over ABAB... rounds of each model's p50, so drift on the host hits both alike.
+def interleaved_p50s(models: dict[str, bytes], threads: int, rounds: int = 7, runs: int = 3000) -> dict[str, float]:
+    """Median over ABCABC... rounds of each model's p50, so drift on the host hits all alike.
 
     At ~50 µs per invoke, two sweep measurements minutes apart differ by more than the effect of
-    pruning; alternating the two models in one process is the fair comparison.
+    pruning; alternating the models in one process is the fair comparison.
     """
     import numpy as np
 
     from pipeline.quantize.mixed import p50_latency_ms
 
-    image = np.zeros((28, 28, 1), dtype=np.float32)
-    a, b = [], []
+    from pipeline.quantize.litert_eval import load_interpreter
+
+    images = {name: np.zeros(load_interpreter(model).get_input_details()[0]["shape"][1:], np.float32) for name, model in models.items()}
+    times: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(rounds):
-        a.append(p50_latency_ms(dense, image, runs=runs, threads=threads))
-        b.append(p50_latency_ms(pruned, image, runs=runs, threads=threads))
-    return {"dense_ms": float(np.median(a)), "pruned_ms": float(np.median(b)), "reduction": round(1 - float(np.median(b)) / float(np.median(a)), 4)}
+        for name, model in models.items():
+            times[name].append(p50_latency_ms(model, images[name], runs=runs, threads=threads))
+    return {name: float(np.median(values)) for name, values in times.items()}
+
+
+def interleaved_p50(dense: bytes, pruned: bytes, threads: int, rounds: int = 7, runs: int = 3000) -> dict[str, float]:
+    p50 = interleaved_p50s({"dense": dense, "pruned": pruned}, threads, rounds, runs)
+    return {"dense_ms": p50["dense"], "pruned_ms": p50["pruned"], "reduction": round(1 - p50["pruned"] / p50["dense"], 4)}
+
+
+def latency_model(rows: list[dict[str, Any]], pruning: list[dict[str, Any]], rounds: int = 5, runs: int = 2000) -> dict[str, Any]:
+    """Fit p50 (1 thread, interleaved) against op count and MACs over every sweep variant, and say
+    per family what pruning half the channels should buy, can buy at most, and did buy."""
+    from pipeline.paths import bundles_dir
+    from pipeline.quantize.litert_eval import op_count
+    from pipeline.reports.latency_model import LatencyPoint, ceiling, fit, predicted_reduction
+
+    good = [r for r in rows if not r.get("error") and r.get("bundle_id")]
+    models = {r["name"]: (bundles_dir() / r["bundle_id"] / "model.tflite").read_bytes() for r in good}
+    p50 = interleaved_p50s(models, threads=1, rounds=rounds, runs=runs)
+    points = [LatencyPoint(r["name"], r["quantization"], op_count(models[r["name"]]), int(r["macs"]), p50[r["name"]]) for r in good]
+    fits = fit(points)
+    by_name = {p.name: p for p in points}
+    families = []
+    for entry in pruning:
+        dense = _row(rows, family=entry["family"], sparsity=0.0, quantization="int8")
+        pruned = _row(rows, family=entry["family"], sparsity=0.5, quantization="int8")
+        if not dense or not pruned or "int8" not in fits:
+            continue
+        ops = by_name[dense["name"]].ops
+        families.append({
+            "family": entry["family"],
+            "int8_ops": ops,
+            "predicted_reduction": predicted_reduction(fits["int8"], ops, int(dense["macs"]), int(pruned["macs"])),
+            "measured_reduction": entry.get("latency_reduction"),
+            "ceiling_all_macs_removed": ceiling(fits["int8"], ops, int(dense["macs"])),
+        })
+    return {"threads": 1, "model": "p50 = per_op * ops + per_mmac * MMACs, per quantization mode", "fits": fits, "pruning": families}
 
 
 def _pruning(rows: list[dict[str, Any]], family: str) -> dict[str, Any]:
@@ -135,6 +172,7 @@ def run(profile: str = "default", progress: Optional[Progress] = None) -> dict[s
     pruning = [_pruning(rows, family) for family in grid.family]
     mixed = [_mixed(rows, family, s, budget) for family in grid.family for s in grid.sparsity]
     primary = pruning[0]  # the base profile's family
+    latency = latency_model(rows, pruning)
     clustering = _clustering(progress)
     payload = {
         "grid": grid.model_dump(mode="json"),
@@ -152,6 +190,7 @@ def run(profile: str = "default", progress: Optional[Progress] = None) -> dict[s
             "rows": [{k: r.get(k) for k in ("name", "accuracy", "latency_ms", "size_kb", "parameters", "macs", "build_seconds", "error")} for r in rows],
         },
         "structured_pruning": pruning,
+        "latency_model": latency,
         "mixed_precision": mixed,
         "clustering": clustering,
         "targets": {

@@ -76,3 +76,12 @@ def p50_invoke_ms(model_bytes: bytes, image: np.ndarray, runs: int = 100, thread
         interpreter.invoke()
         times.append(time.perf_counter() - started)
     return float(np.median(times) * 1000.0)
+
+
+def op_count(model_bytes: bytes) -> int:
+    """Operators the interpreter runs per invoke (its main subgraph): each has a fixed cost that
+    pruning channels does not remove, which is why latency does not follow MACs on small models."""
+    interpreter = load_interpreter(model_bytes, threads=1)
+    # LiteRT's own listing (there is no public op count). It adds one DELEGATE node when XNNPACK
+    # takes the graph over; XNNPACK still runs one operator per model op, so that node is not counted.
+    return sum(1 for op in interpreter._get_ops_details() if op.get("op_name") != "DELEGATE")
