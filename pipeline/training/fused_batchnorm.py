@@ -27,9 +27,10 @@ def _eligible(layer: keras.layers.Layer) -> bool:
     """Only what the fused kernel computes exactly: float32 NHWC, last axis, no renorm or sync."""
     if not isinstance(layer, keras.layers.BatchNormalization):
         return False
-    shape = getattr(layer, "_build_shapes_dict", None) or {}
-    input_shape = next(iter(shape.values()), None)
-    rank = len(input_shape) if input_shape is not None else 0
+    try:  # the symbolic input of a layer in a functional or Sequential graph (public API)
+        rank = len(layer.input.shape)
+    except (AttributeError, ValueError):  # not called on a symbolic tensor: its rank is unknown
+        return False
     axis = layer.axis if isinstance(layer.axis, int) else None
     return (
         rank == 4

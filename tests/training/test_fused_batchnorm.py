@@ -94,3 +94,20 @@ def test_a_student_trained_with_fused_batchnorm_saves_as_plain_keras(tmp_path) -
     moved = [float(np.abs(layer.moving_variance.numpy() - 1).max()) for layer in bns]
     assert max(moved) > 1e-3  # the fused path updated the moving statistics that get saved
     np.testing.assert_allclose(loaded.predict(x[:16], verbose=0), model.predict(x[:16], verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_a_layer_never_called_on_a_symbolic_input_is_left_alone() -> None:
+    """Its input rank is unknown (a subclassed model's layer), so the plain Keras path stays."""
+
+    class Subclassed(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bn = keras.layers.BatchNormalization()
+
+        def call(self, x, training=None):
+            return self.bn(x, training=training)
+
+    model = Subclassed()
+    model(np.zeros((2, 4, 4, 3), np.float32))
+    with fused_batchnorm(model) as switched:
+        assert switched == 0
