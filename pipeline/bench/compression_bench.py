@@ -104,6 +104,16 @@ def _pruning(rows: list[dict[str, Any]], family: str) -> dict[str, Any]:
     }
 
 
+def _write_latency_plot(fits: dict[str, Any]):
+    from pipeline.fsutil import atomic_write_bytes
+    from pipeline.paths import results_dir
+    from pipeline.reports.plots import latency_split_png
+
+    path = results_dir() / "bench" / "compression-latency.png"
+    atomic_write_bytes(path, latency_split_png(fits))
+    return path
+
+
 def _mixed(rows: list[dict[str, Any]], family: str, sparsity: float, budget: float) -> dict[str, Any]:
     modes = {m: _row(rows, family=family, sparsity=sparsity, quantization=m) for m in ("float32", "int8", "mixed")}
     if not all(modes.values()):
@@ -173,6 +183,7 @@ def run(profile: str = "default", progress: Optional[Progress] = None) -> dict[s
     mixed = [_mixed(rows, family, s, budget) for family in grid.family for s in grid.sparsity]
     primary = pruning[0]  # the base profile's family
     latency = latency_model(rows, pruning)
+    latency["plot"] = str(_write_latency_plot(latency["fits"]))
     clustering = _clustering(progress)
     payload = {
         "grid": grid.model_dump(mode="json"),

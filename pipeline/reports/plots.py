@@ -230,3 +230,29 @@ def accuracy_latency_png(points: Sequence[ScatterPoint], *, title: str = "On-dev
     ax.set_title(title + " (hollow: baseline)")
     ax.grid(alpha=0.3)
     return png_bytes(fig)
+
+
+def latency_split_png(fits: Mapping[str, Mapping], *, title: str = "Where each variant's p50 goes (1 thread)") -> bytes:
+    """Per variant, the fitted p50 split into the per-op part (grey: what channel pruning cannot
+    remove) and the per-MAC part, with the measured p50 as a black tick. One panel per mode."""
+    modes = [m for m in fits if fits[m].get("variants")]
+    if not modes:
+        return placeholder_png(title)
+    fig = new_figure(7.5, 1.2 + 1.1 * sum(len(fits[m]["variants"]) for m in modes) / 2)
+    axes = fig.subplots(len(modes), 1, squeeze=False)[:, 0]
+    for ax, mode in zip(axes, modes):
+        fit = fits[mode]
+        variants = fit["variants"]
+        ys = np.arange(len(variants))
+        fixed = [fit["per_op_us"] * v["ops"] / 1000 for v in variants]
+        per_mac = [fit["per_mmac_us"] * v["macs"] / 1e9 for v in variants]
+        ax.barh(ys, fixed, color="#9e9e9e", label="ops (fixed)")
+        ax.barh(ys, per_mac, left=fixed, color="#1976d2", label="MACs")
+        ax.scatter([v["p50_ms"] for v in variants], ys, marker="|", s=160, color="black", label="measured", zorder=3)
+        ax.set_yticks(ys, [shorten(v["name"], 34) for v in variants], fontsize=7)
+        ax.set_title(f"{mode}: {fit['per_op_us']:.2f} µs/op + {fit['per_mmac_us']:.2f} µs/M MACs", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower right")
+    axes[-1].set_xlabel("p50 (ms)")
+    fig.suptitle(title)
+    return png_bytes(fig)

@@ -43,3 +43,12 @@ def test_pruning_is_capped_by_the_fixed_cost_of_ops() -> None:
 def test_too_few_variants_is_an_error_that_says_so() -> None:
     with pytest.raises(ValueError, match="at least 2 variants"):
         fit_mode(synthetic(0.001, 0.004)[:1])
+
+
+def test_the_split_plot_draws_every_mode_and_says_when_there_is_nothing() -> None:
+    from pipeline.reports.plots import latency_split_png, placeholder_png
+
+    png = latency_split_png(fit(synthetic(0.001, 0.004, "int8") + synthetic(0.002, 0.012, "float32")))
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    title = "Where each variant's p50 goes (1 thread)"
+    assert latency_split_png({}) == placeholder_png(title)
