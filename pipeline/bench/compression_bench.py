@@ -11,6 +11,7 @@ one clustered build:
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 from pipeline.bench.common import target, write_result
@@ -34,9 +35,8 @@ def interleaved_p50s(models: dict[str, bytes], threads: int, rounds: int = 7, ru
     """
     import numpy as np
 
-    from pipeline.quantize.mixed import p50_latency_ms
-
     from pipeline.quantize.litert_eval import load_interpreter
+    from pipeline.quantize.mixed import p50_latency_ms
 
     images = {name: np.zeros(load_interpreter(model).get_input_details()[0]["shape"][1:], np.float32) for name, model in models.items()}
     times: dict[str, list[float]] = {name: [] for name in models}
@@ -104,7 +104,7 @@ def _pruning(rows: list[dict[str, Any]], family: str) -> dict[str, Any]:
     }
 
 
-def _write_latency_plot(fits: dict[str, Any]):
+def _write_latency_plot(fits: dict[str, Any]) -> Path:
     from pipeline.fsutil import atomic_write_bytes
     from pipeline.paths import results_dir
     from pipeline.reports.plots import latency_split_png
