@@ -77,6 +77,7 @@ def latency_model(rows: list[dict[str, Any]], pruning: list[dict[str, Any]], rou
             "predicted_reduction": predicted_reduction(fits["int8"], ops, int(dense["macs"]), int(pruned["macs"])),
             "measured_reduction": entry.get("latency_reduction"),
             "ceiling_all_macs_removed": ceiling(fits["int8"], ops, int(dense["macs"])),
+            "int8_fit_explains_latency": fits["int8"]["explains_latency"],
         })
     return {"threads": 1, "model": "p50 = per_op * ops + per_mmac * MMACs, per quantization mode", "fits": fits, "pruning": families}
 

@@ -18,6 +18,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 
+EXPLAINED_R2 = 0.9
+
+
 @dataclass(frozen=True)
 class LatencyPoint:
     """One measured variant: its name, quantization mode, TFLite op count, MACs and p50 (ms)."""
@@ -62,6 +65,9 @@ def fit_mode(points: Sequence[LatencyPoint]) -> dict[str, Any]:
         "per_mmac_us": round(1000 * float(per_mmac), 4),
         "r2": None if r2 is None else round(r2, 4),
         "max_relative_error": round(float(np.max(np.abs(predicted - y) / y)), 4),
+        # below this, something other than ops and MACs sets the time (docs/RESULTS.md: int8 on
+        # the Xeon host), and the split and the pruning predictions are not to be trusted
+        "explains_latency": r2 is not None and r2 >= EXPLAINED_R2,
         "variants": [
             {
                 "name": p.name,

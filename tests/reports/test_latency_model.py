@@ -15,7 +15,7 @@ def synthetic(per_op_ms: float, per_mmac_ms: float, mode: str = "int8") -> list[
 def test_exact_costs_are_recovered() -> None:
     model = fit_mode(synthetic(0.001, 0.004))
     assert model["per_op_us"] == pytest.approx(1.0, abs=1e-3) and model["per_mmac_us"] == pytest.approx(4.0, abs=1e-3)
-    assert model["r2"] == pytest.approx(1.0) and model["max_relative_error"] < 1e-6
+    assert model["r2"] == pytest.approx(1.0) and model["max_relative_error"] < 1e-6 and model["explains_latency"]
     first = model["variants"][0]  # 30 ops, 5.8 M MACs: 30 µs fixed of 53.2 µs
     assert first["fixed_share"] == pytest.approx(30 / 53.2, abs=1e-3)
 
@@ -25,6 +25,7 @@ def test_a_negative_cost_is_dropped_rather_than_reported() -> None:
     points = [LatencyPoint("a", "int8", 10, 4_000_000, 0.05), LatencyPoint("b", "int8", 40, 4_200_000, 0.03), LatencyPoint("c", "int8", 20, 4_100_000, 0.045)]
     model = fit_mode(points)
     assert model["per_op_us"] == 0 and model["per_mmac_us"] > 0
+    assert not model["explains_latency"]  # time falling as MACs rise: the fit explains none of it
 
 
 def test_modes_are_fitted_separately() -> None:
