@@ -250,7 +250,8 @@ def latency_split_png(fits: Mapping[str, Mapping], *, title: str = "Where each v
         ax.barh(ys, per_mac, left=fixed, color="#1976d2", label="MACs")
         ax.scatter([v["p50_ms"] for v in variants], ys, marker="|", s=160, color="black", label="measured", zorder=3)
         ax.set_yticks(ys, [shorten(v["name"], 34) for v in variants], fontsize=7)
-        ax.set_title(f"{mode}: {fit['per_op_us']:.2f} µs/op + {fit['per_mmac_us']:.2f} µs/M MACs", fontsize=9)
+        r2 = "–" if fit.get("r2") is None else f"{fit['r2']:.2f}"
+        ax.set_title(f"{mode}: {fit['per_op_us']:.2f} µs/op + {fit['per_mmac_us']:.2f} µs/M MACs (R² {r2})", fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     axes[0].legend(fontsize=7, loc="lower right")
     axes[-1].set_xlabel("p50 (ms)")
