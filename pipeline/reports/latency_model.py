@@ -84,11 +84,12 @@ def fit_mode(points: Sequence[LatencyPoint]) -> dict[str, Any]:
 
 
 def fit(points: Iterable[LatencyPoint]) -> dict[str, dict[str, Any]]:
-    """One fit per quantization mode (float and int8 kernels have different costs per op and per MAC)."""
+    """One fit per quantization mode (float and int8 kernels have different costs per op and per
+    MAC); a mode with a single variant has nothing to fit and is left out."""
     by_mode: dict[str, list[LatencyPoint]] = {}
     for point in points:
         by_mode.setdefault(point.mode, []).append(point)
-    return {mode: fit_mode(group) for mode, group in sorted(by_mode.items())}
+    return {mode: fit_mode(group) for mode, group in sorted(by_mode.items()) if len(group) >= 2}
 
 
 def predicted_reduction(model: dict[str, Any], ops: int, macs_before: int, macs_after: int) -> float:

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from pipeline import formatting as fmt
 from pipeline.fsutil import atomic_write_bytes, atomic_write_text
-from pipeline.reports.plots import new_figure, placeholder_png, png_bytes, shorten
+from pipeline.reports.plots import latency_split_png, new_figure, placeholder_png, png_bytes, shorten
 from pipeline.sweep.constraints import Selection
 from pipeline.sweep.runner import SweepResult
 
@@ -87,14 +87,32 @@ def pareto_png(rows: Sequence[Mapping[str, Any]], front: Sequence[int], x_key: s
     return png_bytes(fig)
 
 
+def target_latency_model(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The latency model (:mod:`pipeline.reports.latency_model`) fitted to the p50s the agent
+    measured on the sweep's target: what pruning will and will not buy on that device."""
+    from pipeline.paths import bundles_dir
+    from pipeline.quantize.litert_eval import op_count
+    from pipeline.reports.latency_model import LatencyPoint, fit
+
+    points = []
+    for row in rows:
+        model = bundles_dir() / str(row.get("bundle_id")) / "model.tflite"
+        if row.get("error") or not row.get("latency_ms") or not row.get("macs") or not model.is_file():
+            continue
+        points.append(LatencyPoint(row["name"], str(row.get("quantization")), op_count(model.read_bytes()), int(row["macs"]), float(row["latency_ms"])))
+    return fit(points)
+
+
 def write_sweep_report(result: SweepResult, out_dir: Path, selection: Optional[Selection] = None) -> dict[str, Path]:
-    """sweep.json, table.md, pareto_latency.png, pareto_size.png and report.html in ``out_dir``."""
+    """sweep.json, table.md, the plots (Pareto fronts, latency model) and report.html in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     selected = selection.best if selection else None
+    latency_fits = target_latency_model(result.rows)
     plots = {
         "pareto_latency.png": pareto_png(result.rows, result.latency_front, "latency_ms", f"p50 latency on {result.target} (ms)",
                                          "Accuracy vs latency", selected),
         "pareto_size.png": pareto_png(result.rows, result.size_front, "size_kb", ".tflite size (KB)", "Accuracy vs size", selected),
+        "latency_model.png": latency_split_png(latency_fits, title=f"Where each variant's p50 goes on {result.target}"),
     }
     paths = {}
     for name, data in plots.items():
@@ -107,6 +125,7 @@ def write_sweep_report(result: SweepResult, out_dir: Path, selection: Optional[S
         "variants": result.rows,
         "latency_front": [result.rows[i]["name"] for i in result.latency_front],
         "size_front": [result.rows[i]["name"] for i in result.size_front],
+        "latency_model": latency_fits,
         "selection": None if selection is None else {
             "best": None if selected is None else result.rows[selected]["name"], "message": selection.message,
         },

@@ -53,3 +53,8 @@ def test_the_split_plot_draws_every_mode_and_says_when_there_is_nothing() -> Non
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
     title = "Where each variant's p50 goes (1 thread)"
     assert latency_split_png({}) == placeholder_png(title)
+
+
+def test_a_mode_with_one_variant_is_left_out_of_the_fits() -> None:
+    lone = LatencyPoint("only-dynamic", "dynamic", 15, 5_800_000, 0.13)
+    assert set(fit(synthetic(0.001, 0.004) + [lone])) == {"int8"}

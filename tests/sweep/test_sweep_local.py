@@ -74,17 +74,22 @@ def test_second_run_reuses_every_stage_and_measurement(swept) -> None:
     assert [r["record_path"] for r in second.rows] == [r["record_path"] for r in first.rows]
 
 
-def test_reports_have_fronts_plots_and_table(swept, tmp_path) -> None:
-    _, _, first, _ = swept
+def test_reports_have_fronts_plots_and_table(swept, tmp_path, monkeypatch) -> None:
+    root, _, first, _ = swept
+    monkeypatch.setenv("EDGESHIP_RESULTS", str(root / "results"))
     chosen = select(first.rows, parse_constraints("accuracy>=0"))
     paths = write_sweep_report(first, tmp_path, chosen)
-    for name in ("pareto_latency.png", "pareto_size.png"):
+    for name in ("pareto_latency.png", "pareto_size.png", "latency_model.png"):
         assert paths[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads(paths["sweep.json"].read_text())
     assert summary["latency_front"] and set(summary["latency_front"]) <= {r["name"] for r in first.rows}
     assert summary["selection"]["best"] == first.rows[chosen.best]["name"]
     html = paths["report.html"].read_text()
-    assert html.count("data:image/png;base64,") == 2 and "selected" in html
+    assert html.count("data:image/png;base64,") == 3 and "selected" in html
+    # the latency model of the target: one fit per mode, over the dense and the pruned variant
+    fits = summary["latency_model"]
+    assert set(fits) == {"float32", "int8"} and all(len(f["variants"]) == 2 for f in fits.values())
+    assert {v["name"] for f in fits.values() for v in f["variants"]} == {r["name"] for r in first.rows}
     assert "| variant |" in paths["table.md"].read_text()
 
 
