@@ -93,7 +93,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         "09 evaluate": "5b9e89dd906bf11979e01f5ad6164e018637d59c280588466e8283a3a0966bd0",
         "10 evaluate": "a38550a8d31328ddf1a1b61c63b6a4e2914f1e29effa0b80a677190d69067f95",
         "11 evaluate": "745af9fbf5ca9f0c116c6a5ef1a36eb636fc2a55f7239fa0678e5579983d28f2",
-        "12 package": "4cfd7074b076f3ad252df89e1b63ca61a98d92ddf6a13d722fc4d98fa5bcfb38",
+        "12 package": "d90f48384a8c459ef3e0600839f268559890a1b17fd5cf5d02f2f8ac64283586",
     },
     "quick": {
         "00 data": "66f2f5e87257aea8f33fe04a3c7eeb22982d805f975c5679d3bb222ab746ab2a",
