@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline.config.profile import ClusteringConfig, DistillationConfig, PreprocessingConfig, PruningConfig, Strict, TrainingConfig
 from pipeline.errors import ConfigError
-from pipeline.stages.base import Artifact, RunContext, Stage
+from pipeline.stages.base import Artifact, RecipeIgnore, RunContext, Stage
 from pipeline.stages.data_stage import Splits
 from pipeline.stages.registry import register_stage
 from pipeline.stages.student_stage import KD_RECIPE_IGNORES, MODEL_FILE, load_student, soft_targets, teacher_input_names
@@ -38,7 +38,12 @@ class PruneStage(Stage[PruneStageConfig]):
     description = "Prune and/or cluster the student's weights, then fine-tune it."
     version = 4  # 2: clustering keeps magnitude-pruned weights at exactly zero; 3: channels tied by Adds are pruned together; 4: fused BatchNorm
     cores = 1
-    recipe_ignores = KD_RECIPE_IGNORES
+    # Clustering alone fine-tunes with its own epochs and rate (only the batch size is pruning's),
+    # so the rest of pruning's fine-tune does not change what it produces.
+    recipe_ignores = KD_RECIPE_IGNORES + tuple(
+        RecipeIgnore(f"pruning.fine_tune.{key}", when=lambda cfg: cfg.pruning.method == "none")
+        for key in ("epochs", "learning_rate", "augment", "erasing", "label_smoothing")
+    )
 
     def __init__(self, config: PruneStageConfig) -> None:
         super().__init__(config)

@@ -234,3 +234,20 @@ def test_a_student_training_option_retrains_the_students_and_not_the_teacher(mon
     plain = recipe_ids(base, monkeypatch, tmp_path)
     assert erased["01 teacher"] == plain["01 teacher"]
     assert erased["02 distill"] != plain["02 distill"] and erased["03 distill"] != plain["03 distill"]
+
+
+def test_clustering_alone_ignores_pruning_fine_tune_but_its_batch_size(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    base = load_profile("default").model_dump(mode="json")
+    base["clustering"] = {"enabled": True}
+
+    def prune_id(**fine_tune: Any) -> str:
+        data = json.loads(json.dumps(base))
+        data["pruning"]["fine_tune"].update(fine_tune)
+        ids = recipe_ids(validate(BuildProfile, data, "clustered"), monkeypatch, tmp_path)
+        return next(v for k, v in ids.items() if k.endswith("prune"))
+
+    plain = prune_id()
+    assert prune_id(epochs=3, learning_rate=0.01, augment=False) == plain
+    assert prune_id(batch_size=64) != plain
+    base["pruning"]["method"] = "structured"  # pruning fine-tunes with all of it
+    assert prune_id(epochs=3) != prune_id()
