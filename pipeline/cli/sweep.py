@@ -47,7 +47,7 @@ def _grid(grid_file: Optional[str], profile: Optional[str], overrides: dict):
 def _finish(result, select_expr: Optional[str], write_profile: Optional[Path]) -> None:
     from pipeline.cli.output import make_console
 
-    from pipeline.reports.sweep_report import sweep_table, write_sweep_report
+    from pipeline.reports.sweep_report import latency_summary, sweep_table, write_sweep_report
     from pipeline.sweep.constraints import parse_constraints, select
     from pipeline.sweep.export import write_variant_profile
     from pipeline.sweep.runner import sweep_reports_dir
@@ -57,6 +57,8 @@ def _finish(result, select_expr: Optional[str], write_profile: Optional[Path]) -
     console.print(sweep_table(result, selection))
     paths = write_sweep_report(result, sweep_reports_dir(result.sweep_id), selection)
     console.print(f"report: {paths['report.html']}  (plots: {paths['pareto_latency.png'].name}, {paths['pareto_size.png'].name})")
+    for line in latency_summary(paths["sweep.json"]):
+        console.print(f"latency model, {line}")
     for row in result.rows:
         if row.get("error"):
             click.secho(f"warning: variant {row['name']} failed: {row['error']}", fg="yellow", err=True)

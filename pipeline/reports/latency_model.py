@@ -104,3 +104,15 @@ def predicted_reduction(model: dict[str, Any], ops: int, macs_before: int, macs_
 def ceiling(model: dict[str, Any], ops: int, macs: int) -> float:
     """The largest p50 reduction channel pruning could give this model: removing every MAC."""
     return predicted_reduction(model, ops, macs, 0)
+
+
+def describe(mode: str, model: dict[str, Any], where: str) -> str:
+    """One line for a person: the fitted costs, or a warning that they explain little."""
+    costs = f"{mode} on {where}: {model['per_op_us']:.2f} µs per op + {model['per_mmac_us']:.2f} µs per million MACs"
+    r2 = model.get("r2")
+    if not model.get("explains_latency"):
+        shown = "n/a" if r2 is None else f"{r2:.2f}"
+        return f"{costs} (R² {shown}: ops and MACs do not explain this mode's latency here)"
+    shares = [v["fixed_share"] for v in model["variants"] if v.get("fixed_share") is not None]
+    floor = f"; pruning channels cannot remove {min(shares):.0%}–{max(shares):.0%} of a variant's time" if shares else ""
+    return f"{costs} (R² {r2:.2f}){floor}"

@@ -103,6 +103,14 @@ def target_latency_model(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return fit(points)
 
 
+def latency_summary(sweep_json: Path) -> list[str]:
+    """One line per quantization mode of a written report's latency model, for the terminal."""
+    from pipeline.reports.latency_model import describe
+
+    summary = json.loads(sweep_json.read_text(encoding="utf-8"))
+    return [describe(mode, fit, summary["target"]) for mode, fit in summary.get("latency_model", {}).items()]
+
+
 def write_sweep_report(result: SweepResult, out_dir: Path, selection: Optional[Selection] = None) -> dict[str, Path]:
     """sweep.json, table.md, the plots (Pareto fronts, latency model) and report.html in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -58,3 +58,13 @@ def test_the_split_plot_draws_every_mode_and_says_when_there_is_nothing() -> Non
 def test_a_mode_with_one_variant_is_left_out_of_the_fits() -> None:
     lone = LatencyPoint("only-dynamic", "dynamic", 15, 5_800_000, 0.13)
     assert set(fit(synthetic(0.001, 0.004) + [lone])) == {"int8"}
+
+
+def test_describe_gives_the_costs_and_the_floor_or_says_the_fit_explains_little() -> None:
+    from pipeline.reports.latency_model import describe
+
+    good = describe("int8", fit_mode(synthetic(0.001, 0.004)), "rpi4")
+    assert good.startswith("int8 on rpi4: 1.00 µs per op + 4.00 µs per million MACs (R² 1.00)")
+    assert "cannot remove 56%–88%" in good  # fixed shares: 30 of 53.2 µs (v0) up to 52 of 59 µs (v3)
+    bad = {"per_op_us": 2.7, "per_mmac_us": 6.5, "r2": 0.17, "explains_latency": False, "variants": []}
+    assert "R² 0.17: ops and MACs do not explain" in describe("int8", bad, "local")

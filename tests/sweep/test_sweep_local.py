@@ -113,3 +113,17 @@ def test_impossible_constraints_name_the_closest(swept) -> None:
     chosen = select(first.rows, parse_constraints("accuracy>=0.999,latency_ms<=0.000001"))
     assert chosen.best is None and chosen.closest is not None
     assert str(chosen.closest) in chosen.message
+
+
+def test_sweep_select_prints_the_targets_latency_model(swept, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    root, _, first, _ = swept
+    monkeypatch.setenv("EDGESHIP_RESULTS", str(root / "results"))
+    result = CliRunner().invoke(main, ["sweep-select", str(first.sweep_id), "--select", "accuracy>=0"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("latency model, ")]
+    assert [line.split(":")[0] for line in lines] == ["latency model, float32 on local", "latency model, int8 on local"]
+    assert all("µs per op" in line and "µs per million MACs" in line for line in lines)
