@@ -194,7 +194,8 @@ def test_killed_build_reruns_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_teacher_records_its_augmentation_and_flip_averaged_accuracy(built) -> None:
     _, _, result = built
     teacher = result.artifacts["teacher"].metrics
-    assert teacher["augmentation"] == {"flip": True, "shift": 0}
+    assert teacher["augmentation"] == {"flip": True, "shift": 0, "erasing": 0.0}
+    assert teacher["label_smoothing"] == 0.0
     assert 0.0 <= teacher["test_accuracy_flip_average"] <= 1.0
     assert (result.artifacts["teacher"].path / "logits_train_flipped.npy").is_file()
 
