@@ -54,14 +54,11 @@ def interleaved_p50(dense: bytes, pruned: bytes, threads: int, rounds: int = 7, 
 def latency_model(rows: list[dict[str, Any]], pruning: list[dict[str, Any]], rounds: int = 5, runs: int = 2000) -> dict[str, Any]:
     """Fit p50 (1 thread, interleaved) against op count and MACs over every sweep variant, and say
     per family what pruning half the channels should buy, can buy at most, and did buy."""
-    from pipeline.paths import bundles_dir
-    from pipeline.quantize.litert_eval import op_count
-    from pipeline.reports.latency_model import LatencyPoint, ceiling, fit, predicted_reduction
+    from pipeline.reports.latency_model import ceiling, fit, predicted_reduction
+    from pipeline.reports.sweep_report import latency_points, variant_model
 
-    good = [r for r in rows if not r.get("error") and r.get("bundle_id")]
-    models = {r["name"]: (bundles_dir() / r["bundle_id"] / "model.tflite").read_bytes() for r in good}
-    p50 = interleaved_p50s(models, threads=1, rounds=rounds, runs=runs)
-    points = [LatencyPoint(r["name"], r["quantization"], op_count(models[r["name"]]), int(r["macs"]), p50[r["name"]]) for r in good]
+    models = {r["name"]: variant_model(r).read_bytes() for r in rows if not r.get("error") and r.get("bundle_id")}
+    points = latency_points(rows, interleaved_p50s(models, threads=1, rounds=rounds, runs=runs))
     fits = fit(points)
     by_name = {p.name: p for p in points}
     families = []
@@ -83,13 +80,13 @@ def latency_model(rows: list[dict[str, Any]], pruning: list[dict[str, Any]], rou
 
 
 def _pruning(rows: list[dict[str, Any]], family: str) -> dict[str, Any]:
-    from pipeline.paths import bundles_dir
+    from pipeline.reports.sweep_report import variant_model
 
     dense = _row(rows, family=family, sparsity=0.0, quantization="int8")
     pruned = _row(rows, family=family, sparsity=0.5, quantization="int8")
     if not dense or not pruned:
         return {"family": family, "error": "variant missing from the sweep"}
-    models = [(bundles_dir() / row["bundle_id"] / "model.tflite").read_bytes() for row in (dense, pruned)]
+    models = [variant_model(row).read_bytes() for row in (dense, pruned)]
     ab = {f"threads_{t}": interleaved_p50(*models, threads=t) for t in (1, 2)}
     return {
         "family": family,

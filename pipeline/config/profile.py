@@ -45,6 +45,10 @@ class PreprocessingConfig(Strict):
     std: float = Field(1.0, gt=0)
 
 
+# TrainingConfig options added after trained models were cached; off (0.0), they are not dumped.
+LATER_TRAINING_OPTIONS = ("erasing", "label_smoothing")
+
+
 class TrainingConfig(Strict):
     epochs: int = Field(10, gt=0)
     batch_size: int = Field(128, gt=0)
@@ -61,7 +65,7 @@ class TrainingConfig(Strict):
         """Options added after trained models were cached stay out of dumps while off: the dump is
         what recipe ids and bundle provenance hash, so adding them retrained nothing."""
         dumped = handler(self)
-        for key in ("erasing", "label_smoothing"):
+        for key in LATER_TRAINING_OPTIONS:
             if dumped.get(key) == 0.0:
                 del dumped[key]
         return dumped

@@ -7,13 +7,16 @@ import html
 import json
 from functools import partial
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from pipeline import formatting as fmt
 from pipeline.fsutil import atomic_write_bytes, atomic_write_text
 from pipeline.reports.plots import latency_split_png, new_figure, placeholder_png, png_bytes, shorten
 from pipeline.sweep.constraints import Selection
 from pipeline.sweep.runner import SweepResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pipeline.reports.latency_model import LatencyPoint
 
 QUANT_COLOURS = {"float32": "#1565c0", "float16": "#00838f", "dynamic": "#6a1b9a", "int8": "#c62828", "mixed": "#ef6c00"}
 COLUMNS = ("variant", "top-1", "p50 ms", "size KB", "params", "MACs", "Pareto", "note")
@@ -87,20 +90,31 @@ def pareto_png(rows: Sequence[Mapping[str, Any]], front: Sequence[int], x_key: s
     return png_bytes(fig)
 
 
+def variant_model(row: Mapping[str, Any]) -> Path:
+    """The .tflite a sweep row measured (its published bundle's model)."""
+    from pipeline.paths import bundles_dir
+
+    return bundles_dir() / str(row.get("bundle_id")) / "model.tflite"
+
+
+def latency_points(rows: Sequence[Mapping[str, Any]], p50_ms: Mapping[str, float]) -> list["LatencyPoint"]:
+    """A latency-model point per variant that has a p50 in ``p50_ms`` (by name) and a model here."""
+    from pipeline.quantize.litert_eval import op_count
+    from pipeline.reports.latency_model import LatencyPoint
+
+    return [
+        LatencyPoint(row["name"], str(row.get("quantization")), op_count(variant_model(row).read_bytes()), int(row["macs"]), float(p50_ms[row["name"]]))
+        for row in rows
+        if not row.get("error") and row.get("macs") and row["name"] in p50_ms and variant_model(row).is_file()
+    ]
+
+
 def target_latency_model(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The latency model (:mod:`pipeline.reports.latency_model`) fitted to the p50s the agent
     measured on the sweep's target: what pruning will and will not buy on that device."""
-    from pipeline.paths import bundles_dir
-    from pipeline.quantize.litert_eval import op_count
-    from pipeline.reports.latency_model import LatencyPoint, fit
+    from pipeline.reports.latency_model import fit
 
-    points = []
-    for row in rows:
-        model = bundles_dir() / str(row.get("bundle_id")) / "model.tflite"
-        if row.get("error") or not row.get("latency_ms") or not row.get("macs") or not model.is_file():
-            continue
-        points.append(LatencyPoint(row["name"], str(row.get("quantization")), op_count(model.read_bytes()), int(row["macs"]), float(row["latency_ms"])))
-    return fit(points)
+    return fit(latency_points(rows, {row["name"]: row["latency_ms"] for row in rows if row.get("latency_ms")}))
 
 
 def latency_summary(sweep_json: Path) -> list[str]:

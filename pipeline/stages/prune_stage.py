@@ -14,7 +14,9 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from pipeline.config.profile import ClusteringConfig, DistillationConfig, PreprocessingConfig, PruningConfig, Strict, TrainingConfig
+from pipeline.config.profile import (
+    LATER_TRAINING_OPTIONS, ClusteringConfig, DistillationConfig, PreprocessingConfig, PruningConfig, Strict, TrainingConfig,
+)
 from pipeline.errors import ConfigError
 from pipeline.stages.base import Artifact, RecipeIgnore, RunContext, Stage
 from pipeline.stages.data_stage import Splits
@@ -42,7 +44,7 @@ class PruneStage(Stage[PruneStageConfig]):
     # so the rest of pruning's fine-tune does not change what it produces.
     recipe_ignores = KD_RECIPE_IGNORES + tuple(
         RecipeIgnore(f"pruning.fine_tune.{key}", when=lambda cfg: cfg.pruning.method == "none")
-        for key in ("epochs", "learning_rate", "augment", "erasing", "label_smoothing")
+        for key in ("epochs", "learning_rate", "augment", *LATER_TRAINING_OPTIONS)
     )
 
     def __init__(self, config: PruneStageConfig) -> None:

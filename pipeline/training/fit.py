@@ -62,10 +62,9 @@ def train_classifier(
     flip = training.augment and (not distilling or teacher_logits_flipped is not None)
     targets = pack_targets(y, num_classes, teacher_logits if distilling else None)
     flipped = pack_targets(y, num_classes, teacher_logits_flipped) if distilling and flip else None
+    shift = shift if training.augment else 0
     erasing = training.erasing if training.augment else 0.0
-    batches = Batches(
-        x, targets, training.batch_size, seed, flip=flip, shift=shift if training.augment else 0, flipped_targets=flipped, erasing=erasing,
-    )
+    batches = Batches(x, targets, training.batch_size, seed, flip=flip, shift=shift, flipped_targets=flipped, erasing=erasing)
     steps = len(batches) * training.epochs
     schedule = keras.optimizers.schedules.CosineDecay(training.learning_rate, decay_steps=steps, alpha=0.01)
     model.compile(
@@ -87,7 +86,7 @@ def train_classifier(
         "val_accuracy": last.get("val_accuracy"),
         "history": callback.history,
         "distilled": distilling,
-        "augmentation": {"flip": flip, "shift": shift if training.augment else 0, "erasing": erasing},
+        "augmentation": {"flip": flip, "shift": shift, "erasing": erasing},
         "label_smoothing": training.label_smoothing,
     }
 
